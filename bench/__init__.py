@@ -1,0 +1,1 @@
+"""Benchmarks: each `*_bench.py` prints its figures and writes `bench/results/<name>.json`."""

@@ -1,0 +1,1 @@
+"""The analytics service: idempotent ingest, queries, aggregates and exports (analytics.md)."""

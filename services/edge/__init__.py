@@ -1,0 +1,1 @@
+"""The edge: the OpenAI-compatible HTTP front door (Chat Completions and Responses)."""

@@ -1,0 +1,84 @@
+"""The edge FastAPI app: OpenAI-compatible inference, health and status.
+
+`create_app(settings)` builds an app whose lifespan opens every client (gRPC channels,
+upstream pool, analytics sink) and closes them in order, so tests and the server share
+exactly one wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from services.edge.errors import install_error_handlers, json_response
+from services.edge.health import readiness_checks
+from services.edge.lifecycle import Lifecycle
+from services.edge.middleware import EdgeMiddleware
+from services.edge.runtime import EdgeRuntime
+from services.edge.settings import EdgeSettings
+from services.edge.status import package_version, status_document
+
+
+def _runtime(request: Request) -> EdgeRuntime:
+    return request.app.state.runtime
+
+
+def create_app(settings: EdgeSettings | None = None) -> FastAPI:
+    settings = settings or EdgeSettings()
+    lifecycle = Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await EdgeRuntime.open(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="Signalbox edge",
+        version=package_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.lifecycle = lifecycle
+    install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _runtime(request).proxy.handle(request, "chat")
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        return await _runtime(request).proxy.handle(request, "responses")
+
+    @app.get("/_health/live")
+    async def live() -> Response:
+        return json_response({"status": "alive"})
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/_health/ready")
+    async def ready(request: Request) -> Response:
+        if lifecycle.draining:
+            checks = {"shutdown": {"status": "error", "error": "draining"}}
+            return json_response({"status": "not_ready", "checks": checks}, 503)
+        checks = await readiness_checks(_runtime(request))
+        if any(check["status"] == "error" for check in checks.values()):
+            return json_response({"status": "not_ready", "checks": checks}, 503)
+        return json_response({"status": "ready", "checks": checks})
+
+    @app.get("/status")
+    async def status(request: Request) -> Response:
+        return json_response(status_document(_runtime(request)))
+
+    return app

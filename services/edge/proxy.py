@@ -1,0 +1,518 @@
+"""The inference pipeline of `/v1/chat/completions` and `/v1/responses` (http-api §3).
+
+Order (normative): size and JSON → auth → scopes → plan → limits/overlays → attempts with
+fallbacks → relay. Every exit, errors included, produces exactly one analytics event.
+A streaming status is committed only once an attempt has produced its first body byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Literal
+
+import httpx
+import orjson
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from services.edge.auth import AuthContext, Authenticator
+from services.edge.codec import Codec, StreamRelay, codec_for, translation_error
+from services.edge.errors import ApiError, invalid_request
+from services.edge.events import CostTable, RequestRecord, build_event, parse_usage
+from services.edge.plan_apply import apply_plan, enforce_plan
+from services.edge.route_request import build_route_request, parse_routing_headers
+from services.edge.routing import Planner, PlanResult
+from services.edge.settings import EdgeSettings, IpNetwork
+from services.edge.translate import SSEParser, SSEProtocolError, TranslationError
+from services.edge.upstream import (
+    AttemptFailed,
+    OpenAttempt,
+    Target,
+    open_first,
+    plan_targets,
+    provider_credential,
+)
+from services.keys.scopes import MODELS_PREFIX, check_scopes
+
+log = logging.getLogger(__name__)
+
+Api = Literal["chat", "responses"]
+EventSink = Callable[[dict[str, Any]], None]
+
+SSE_HEADERS = {
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+KEEP_ALIVE = b": keep-alive\n\n"
+CLIENT_DISCONNECTED = "client_disconnected"
+_FORWARDED_TRACE_HEADERS = ("traceparent", "tracestate")
+_RESERVED_UPSTREAM_HEADERS = frozenset(
+    {"authorization", "content-type", "content-length", "host", "accept"}
+)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"Request body exceeds {limit} bytes")
+
+
+def parse_body(raw: bytes, api: Api) -> dict[str, Any]:
+    """A JSON object with a `model`; the rest is the upstream's to judge."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid_request("Request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid_request("'model' is required and must be a non-empty string", "model")
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise invalid_request("'stream' must be a boolean", "stream")
+    if api == "chat" and not (isinstance(body.get("messages"), list) and body["messages"]):
+        raise invalid_request("'messages' must be a non-empty array", "messages")
+    return body
+
+
+def message_count(api: Api, body: Mapping[str, Any]) -> int:
+    if api == "chat":
+        return len(body["messages"])
+    items = body.get("input")
+    return len(items) if isinstance(items, list) else int(items is not None)
+
+
+def client_ip(request: Request, trusted: tuple[IpNetwork, ...]) -> str | None:
+    """The peer, or the first untrusted hop of `X-Forwarded-For` when the peer is trusted."""
+    peer = request.client.host if request.client else None
+
+    def is_trusted(addr: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr or "")
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    forwarded = request.headers.get("x-forwarded-for")
+    if not forwarded or not is_trusted(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
+
+def upstream_headers(
+    target: Target, credential: str | None, trace: Mapping[str, str], *, stream: bool
+) -> dict[str, str]:
+    """The plan's headers (primary only, never overriding ours), trace context, credentials."""
+    headers = {
+        k: v for k, v in target.headers.items() if k.lower() not in _RESERVED_UPSTREAM_HEADERS
+    }
+    headers.update(trace)
+    headers["content-type"] = "application/json"
+    headers["accept"] = "text/event-stream" if stream else "application/json"
+    if credential:
+        headers["authorization"] = f"Bearer {credential}"
+    return headers
+
+
+def plan_headers(plan: PlanResult | None, record: RequestRecord) -> dict[str, str]:
+    """http-api §3 headers that exist whenever a plan exists, errors included."""
+    if plan is None:
+        return {}
+    served = record.target.model_id if record.target else plan.plan.upstream.model_id
+    headers = {
+        "x-route-id": plan.plan.route_id,
+        "x-resolved-model": served,
+        "router-schema": "1.1",
+    }
+    if plan.policy_rev:
+        headers["x-policy-rev"] = plan.policy_rev
+    if plan.route_cache:
+        headers["x-route-cache"] = plan.route_cache
+    if plan.plan.stickiness.HasField("plan_token"):
+        headers["x-signalbox-plan-token"] = plan.plan.stickiness.plan_token
+    return headers
+
+
+class _RelayResponse(StreamingResponse):
+    """Runs the session's cleanup however the response ends, even if it never started."""
+
+    def __init__(self, session: _StreamSession, headers: Mapping[str, str]) -> None:
+        super().__init__(
+            session.body(),
+            status_code=session.record.status_code or 200,
+            headers=headers,
+            media_type="text/event-stream",
+        )
+        self.session = session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            pass  # ASGI 2.4 servers report a gone client this way; the event records it
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self.session.close()
+
+
+class _StreamSession:
+    """One relayed stream: upstream SSE in, client bytes out, keep-alives during silence.
+
+    `close()` is idempotent and always runs: it cancels the upstream read, releases the
+    connection and emits the event (`client_disconnected` when the stream did not end).
+    """
+
+    def __init__(
+        self,
+        opened: OpenAttempt,
+        relay: StreamRelay,
+        record: RequestRecord,
+        *,
+        keepalive_s: float,
+        on_close: Callable[[RequestRecord], None],
+    ) -> None:
+        self.opened = opened
+        self.relay = relay
+        self.record = record
+        self._keepalive_s = keepalive_s
+        self._on_close = on_close
+        self._read: asyncio.Future[bytes | None] | None = None
+        self._ended = False
+        self._closed = False
+
+    def _translate(self, parser: SSEParser, chunk: bytes | None) -> bytes:
+        if chunk is None:
+            return self.relay.finish()
+        try:
+            return b"".join(self.relay.feed(event) for event in parser.feed(chunk))
+        except SSEProtocolError as exc:
+            return self.relay.fail(f"invalid upstream stream: {exc}")
+
+    async def body(self) -> AsyncIterator[bytes]:
+        parser = SSEParser()
+        chunk: bytes | None = self.opened.first
+        while True:
+            out = self._translate(parser, chunk)
+            if out:
+                self.record.mark_sent(len(out))
+                yield out
+            if self.relay.finished:
+                break
+            self._read = read = asyncio.ensure_future(self.opened.next_chunk())
+            while not (await asyncio.wait({read}, timeout=self._keepalive_s))[0]:
+                self.record.mark_sent(len(KEEP_ALIVE))
+                yield KEEP_ALIVE
+            self._read = None
+            try:
+                chunk = read.result()
+            except (httpx.TransportError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+                out = self.relay.fail(f"upstream stream failed: {reason}")
+                self.record.mark_sent(len(out))
+                yield out
+                break
+        self._ended = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._read is not None and not self._read.done():
+            self._read.cancel()
+        await self.opened.aclose()
+        record, relay = self.record, self.relay
+        record.upstream_done_at = record.finished_at = time.perf_counter()
+        record.usage = parse_usage(relay.usage)
+        record.completed = self._ended and relay.error is None
+        if not self._ended:
+            record.error_message = CLIENT_DISCONNECTED
+        elif relay.error is not None:
+            record.error_message = relay.error
+        self._on_close(record)
+
+
+class InferenceProxy:
+    """Shared by both endpoints; holds the long-lived clients, never per-request state."""
+
+    def __init__(
+        self,
+        *,
+        settings: EdgeSettings,
+        authenticator: Authenticator,
+        planner: Planner,
+        http: httpx.AsyncClient,
+        prices: CostTable,
+        emit: EventSink | None,
+    ) -> None:
+        self._settings = settings
+        self._auth = authenticator
+        self._planner = planner
+        self._http = http
+        self._prices = prices
+        self.emit = emit
+        self._trusted = settings.trusted_networks
+        self.inflight = 0
+
+    async def handle(self, request: Request, api: Api) -> Response:
+        record = RequestRecord(
+            request_id=request.state.request_id,
+            endpoint=request.url.path,
+            method=request.method,
+            user_agent=request.headers.get("user-agent"),
+            client_ip=client_ip(request, self._trusted),
+        )
+        self.inflight += 1
+        streaming = False
+        try:
+            response = await self._handle(request, api, record)
+            streaming = isinstance(response, _RelayResponse)
+            return response
+        except ApiError as error:
+            return self._error_response(error, record)
+        except Exception:
+            # A bug still yields its one analytics event and a typed 500, never a trace.
+            log.exception("inference request failed", extra={"request_id": record.request_id})
+            return self._error_response(
+                ApiError(500, "internal_error", "Internal server error"), record
+            )
+        finally:
+            if not streaming:
+                self.inflight -= 1
+
+    def _error_response(self, error: ApiError, record: RequestRecord) -> Response:
+        record.status_code = error.status
+        record.error_message = error.message
+        response = error.to_response()
+        response.headers.update(plan_headers(record.plan, record))
+        response.background = BackgroundTask(self._finish, record)
+        return response
+
+    def _finish(self, record: RequestRecord) -> None:
+        """Stamp the end time and hand the event to the sink (which never blocks)."""
+        record.finished_at = record.finished_at or time.perf_counter()
+        if self.emit is None:
+            return
+        try:
+            self.emit(build_event(record, self._prices))
+        except Exception:
+            log.exception("analytics event dropped", extra={"request_id": record.request_id})
+
+    async def _handle(self, request: Request, api: Api, record: RequestRecord) -> Response:
+        raw = await read_body(request, self._settings.max_body_bytes)
+        record.size_bytes = len(raw)
+        body = parse_body(raw, api)
+        record.model = body["model"]
+        record.stream = body.get("stream") is True
+        record.message_count = message_count(api, body)
+        auth = await self._auth.authenticate(request.headers.get("authorization"))
+        record.auth = auth
+        self._check_scopes(auth, api, body["model"])
+        route_request = build_route_request(
+            api=api,
+            body=body,
+            request_id=record.request_id,
+            headers=parse_routing_headers(request.headers),
+            privacy_mode=self._settings.router_privacy_mode,
+            key=auth.key,
+        )
+        record.input_tokens = route_request.estimates.prompt_tokens
+        record.plan = await self._planner.plan(route_request)
+        enforce_plan(record.plan.plan, api, record.input_tokens)
+        client_body = apply_plan(api, body, record.plan.plan)
+        targets = [t for t in plan_targets(record.plan.plan) if t.mode != "bedrock"]
+        if not targets:
+            raise ApiError(
+                502, "unsupported_upstream_mode", "Upstream mode 'bedrock' is not supported"
+            )
+        return await self._send(request, api, client_body, targets, auth, record)
+
+    @staticmethod
+    def _check_scopes(auth: AuthContext, api: Api, model: str) -> None:
+        if auth.key is None:
+            return
+        missing = check_scopes(list(auth.key.scopes), api, model)
+        if missing is not None:
+            param = "model" if missing.startswith(MODELS_PREFIX) else None
+            raise ApiError(403, "insufficient_scope", f"API key lacks scope {missing}", param=param)
+
+    async def _send(
+        self,
+        request: Request,
+        api: Api,
+        client_body: dict[str, Any],
+        targets: list[Target],
+        auth: AuthContext,
+        record: RequestRecord,
+    ) -> Response:
+        stream = record.stream
+        prepared: dict[int, tuple[Codec, bool]] = {}
+        trace = {h: request.headers[h] for h in _FORWARDED_TRACE_HEADERS if h in request.headers}
+
+        def build(target: Target) -> tuple[str, bytes, Mapping[str, str]]:
+            codec = codec_for(api, target.mode)
+            try:
+                upstream_body, wants_usage = codec.prepare(client_body)
+            except TranslationError as exc:
+                raise translation_error(exc) from None
+            prepared[id(target)] = (codec, wants_usage)
+            credential = provider_credential(
+                target,
+                passthrough_bearer=auth.bearer,
+                openai_api_key=self._settings.openai_api_key,
+            )
+            headers = upstream_headers(target, credential, trace, stream=stream)
+            payload = orjson.dumps({**upstream_body, "model": target.model_id})
+            return codec.upstream_path, payload, headers
+
+        limits = record.plan.plan.limits if record.plan else None
+        timeout_ms = (
+            limits.timeout_ms
+            if limits is not None and limits.HasField("timeout_ms")
+            else self._settings.upstream_timeout_ms
+        )
+        try:
+            opened = await open_first(
+                self._http,
+                targets,
+                build,
+                stream=stream,
+                timeout_s=timeout_ms / 1000,
+                attempts=record.attempts,
+            )
+        except AttemptFailed as failure:
+            record.target = record.attempts.failures[-1][0]
+            return self._relay_upstream_error(failure, auth, record)
+        record.target = opened.target
+        record.upstream_sent_at = opened.sent_at
+        if record.attempts.failures:
+            log.info(
+                "served by a fallback",
+                extra={
+                    "request_id": record.request_id,
+                    "model_id": opened.target.model_id,
+                    "errors": record.attempts.errors,
+                },
+            )
+        codec, wants_usage = prepared[id(opened.target)]
+        if stream:
+            relay = codec.stream(client_body, wants_usage, opened.target.model_id)
+            return self._stream_response(opened, relay, record)
+        return await self._json_response(opened, codec, client_body, record)
+
+    def _relay_upstream_error(
+        self, failure: AttemptFailed, auth: AuthContext, record: RequestRecord
+    ) -> Response:
+        """A non-429 4xx: relayed as is, except provider auth failures in managed mode."""
+        status = failure.status or 502
+        if auth.method == "managed" and status in (401, 403):
+            raise ApiError(
+                502, "upstream_auth_failed", "Upstream rejected the provider credentials"
+            )
+        try:
+            parsed = orjson.loads(failure.body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            text = failure.body.decode(errors="replace").strip()[:500] or failure.detail
+            raise ApiError(status, "upstream_error", f"Upstream error: {text}")
+        error = parsed.get("error")
+        record.status_code = status
+        record.error_message = (
+            str(error.get("message")) if isinstance(error, dict) else failure.detail
+        )
+        record.upstream_done_at = time.perf_counter()
+        headers = plan_headers(record.plan, record)
+        return Response(
+            failure.body,
+            status,
+            headers,
+            media_type="application/json",
+            background=BackgroundTask(self._finish, record),
+        )
+
+    async def _json_response(
+        self, opened: OpenAttempt, codec: Codec, client_body: dict[str, Any], record: RequestRecord
+    ) -> Response:
+        record.upstream_done_at = time.perf_counter()
+        await opened.aclose()
+        try:
+            upstream = orjson.loads(opened.first)
+        except orjson.JSONDecodeError:
+            upstream = None
+        if not isinstance(upstream, dict):
+            raise ApiError(502, "upstream_invalid_response", "Upstream returned invalid JSON")
+        record.usage = parse_usage(upstream.get("usage"))
+        if codec.response is None:
+            content = opened.first
+        else:
+            try:
+                content = orjson.dumps(codec.response(upstream, client_body))
+            except TranslationError as exc:
+                raise translation_error(exc) from None
+        record.status_code = opened.response.status_code
+        headers = plan_headers(record.plan, record)
+        overhead = record.overhead_ms()
+        if overhead is not None:
+            headers["x-signalbox-overhead-ms"] = f"{overhead:.3f}"
+        cost = self._cost_header(record)
+        if cost is not None:
+            headers["x-signalbox-cost-usd"] = cost
+        record.mark_sent(len(content))
+        return Response(
+            content,
+            record.status_code,
+            headers,
+            media_type="application/json",
+            background=BackgroundTask(self._finish, record),
+        )
+
+    def _cost_header(self, record: RequestRecord) -> str | None:
+        if record.usage is None:
+            return None
+        model = record.target.model_id if record.target else record.model or ""
+        u = record.usage
+        cost = self._prices.cost(
+            model, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens
+        )
+        return f"{cost['total_cost']:.6f}"
+
+    def _stream_response(
+        self, opened: OpenAttempt, relay: StreamRelay, record: RequestRecord
+    ) -> Response:
+        record.status_code = opened.response.status_code
+        headers = {**plan_headers(record.plan, record), **SSE_HEADERS}
+        overhead = record.overhead_ms()
+        if overhead is not None:
+            headers["x-signalbox-overhead-ms"] = f"{overhead:.3f}"
+        session = _StreamSession(
+            opened,
+            relay,
+            record,
+            keepalive_s=self._settings.sse_keepalive_seconds,
+            on_close=self._stream_closed,
+        )
+        return _RelayResponse(session, headers)
+
+    def _stream_closed(self, record: RequestRecord) -> None:
+        self.inflight -= 1
+        self._finish(record)

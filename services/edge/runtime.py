@@ -1,0 +1,132 @@
+"""Everything the edge opens at start and closes at stop, in one place.
+
+Built in the app's lifespan: gRPC channels to the router, keys and analytics services,
+the upstream HTTP pool, the analytics sink, the price table, the database and Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+import httpx
+import redis.asyncio as aioredis
+
+from services.common.backends import parse_backends
+from services.common.db import Database, connect
+from services.common.grpc_client import open_channel
+from services.common.pricing import PriceTable
+from services.edge.analytics_sink import AnalyticsSink
+from services.edge.auth import Authenticator, VerifiedKeyCache
+from services.edge.key_invalidation import KeyInvalidationListener
+from services.edge.proxy import InferenceProxy
+from services.edge.routing import Planner
+from services.edge.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+DEPENDENCIES = ("router", "keys", "analytics")
+SINK_CLOSE_TIMEOUT_S = 5.0
+UPSTREAM_POOL = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+
+@dataclass
+class EdgeRuntime:
+    settings: EdgeSettings
+    channels: dict[str, grpc.aio.Channel | None]
+    http: httpx.AsyncClient
+    prices: PriceTable
+    database: Database
+    redis: aioredis.Redis | None
+    sink: AnalyticsSink | None
+    planner: Planner
+    authenticator: Authenticator
+    key_invalidation: KeyInvalidationListener | None
+    proxy: InferenceProxy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proxy = InferenceProxy(
+            settings=self.settings,
+            authenticator=self.authenticator,
+            planner=self.planner,
+            http=self.http,
+            prices=self.prices,
+            emit=self.sink.submit if self.sink is not None else None,
+        )
+
+    @classmethod
+    async def open(cls, settings: EdgeSettings) -> EdgeRuntime:
+        """Fail fast on bad config (pricing, catalog); dependencies may still be down."""
+        prices = PriceTable.load(settings.pricing_config, settings.catalog_path)
+        channels = {
+            name: open_channel(addr, settings.internal_token)
+            if (addr := settings.dependency_addr(name))
+            else None
+            for name in DEPENDENCIES
+        }
+        database = await connect(settings.database_url, settings.sqlite_path)
+        sink = None
+        if (addr := settings.dependency_addr("analytics")) is not None:
+            sink = AnalyticsSink(
+                addr, internal_token=settings.internal_token, spool_dir=settings.analytics_spool_dir
+            )
+            await sink.start()
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.upstream_timeout_ms / 1000,
+                connect=settings.upstream_connect_timeout_ms / 1000,
+            ),
+            limits=UPSTREAM_POOL,
+            follow_redirects=False,
+        )
+        planner = Planner(
+            channels["router"],
+            rules=parse_backends(settings.backends, settings.upstream_mode),
+            openai_base_url=settings.openai_base_url,
+            upstream_mode=settings.upstream_mode,
+            strict=settings.router_strict,
+            timeout_ms=settings.router_timeout_ms,
+        )
+        key_cache = VerifiedKeyCache(settings.keys_cache_ms)
+        authenticator = Authenticator(
+            settings.auth_mode or "passthrough", channels["keys"], key_cache
+        )
+        redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
+        key_invalidation = None
+        if redis is not None and settings.auth_mode == "managed":
+            key_invalidation = KeyInvalidationListener(redis, settings.redis_key_prefix, key_cache)
+            key_invalidation.start()
+        log.info(
+            "edge runtime opened",
+            extra={
+                "auth_mode": settings.auth_mode,
+                "dependencies": {n: settings.dependency_addr(n) or "off" for n in DEPENDENCIES},
+            },
+        )
+        return cls(
+            settings,
+            channels,
+            http,
+            prices,
+            database,
+            redis,
+            sink,
+            planner,
+            authenticator,
+            key_invalidation,
+        )
+
+    async def close(self) -> None:
+        """Flush analytics first (it may still need the network), then release the rest."""
+        if self.sink is not None:
+            await self.sink.close(SINK_CLOSE_TIMEOUT_S)
+        if self.key_invalidation is not None:
+            await self.key_invalidation.close()
+        await self.http.aclose()
+        for channel in self.channels.values():
+            if channel is not None:
+                await channel.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.database.close()

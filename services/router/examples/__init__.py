@@ -1,0 +1,1 @@
+"""Runnable examples for teams calling the router directly."""

@@ -1,0 +1,151 @@
+"""`signalbox-router export-model | build-index | eval` (registered into the router's CLI).
+
+`register(subparsers)` adds the three commands; each sets `run`, which takes the parsed args
+and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+DEFAULT_MODEL_DIR = Path("./data/knn-model")
+
+
+def register(subparsers: Any) -> None:
+    export = subparsers.add_parser(
+        "export-model", help="export MiniLM as an int8 ONNX model dir (needs the export extra)"
+    )
+    export.add_argument("--out", type=Path, required=True, help="model dir to write")
+    export.set_defaults(run=_export_model)
+
+    build = subparsers.add_parser("build-index", help="embed training JSONL into an index dir")
+    build.add_argument("train", type=Path, help="training JSONL (config-files §3)")
+    build.add_argument("--models", type=Path, required=True, help="catalog models.json")
+    build.add_argument("--out", type=Path, required=True, help="index dir to write")
+    _model_dir_arg(build)
+    build.add_argument(
+        "--method",
+        choices=("calibrated", "spec"),
+        default="calibrated",
+        help="scoring method stored in the manifest (default: calibrated)",
+    )
+    build.add_argument(
+        "--hnsw-threshold",
+        type=int,
+        default=None,
+        help="above this many examples use HNSW instead of exact search (default 20000)",
+    )
+    build.add_argument(
+        "--exclude-held-out",
+        action="store_true",
+        help="train on the 80 %% whose id hash is not held out (pair with eval --held-out)",
+    )
+    build.set_defaults(run=_build_index)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="APGR / CPT of the index's router on labelled JSONL (RouteLLM metrics)"
+    )
+    evaluate.add_argument("test", type=Path, help="labelled JSONL (config-files §3)")
+    evaluate.add_argument("--index", type=Path, required=True, help="index dir")
+    evaluate.add_argument("--models", type=Path, required=True, help="catalog models.json")
+    _model_dir_arg(evaluate)
+    evaluate.add_argument(
+        "--held-out", action="store_true", help="evaluate only the held-out 20 %% (id hash)"
+    )
+    evaluate.add_argument("--strong", default="gpt-4-1106-preview")
+    evaluate.add_argument("--weak", default="mixtral-8x7b-instruct")
+    evaluate.add_argument("--json", type=Path, help="also write the reports as JSON here")
+    evaluate.set_defaults(run=_eval)
+
+
+def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", DEFAULT_MODEL_DIR)),
+        help="exported ONNX model dir (env SIGNALBOX_KNN_MODEL_DIR)",
+    )
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from services.router.knn_scorer.export import export_model
+
+    info = export_model(args.out)
+    print(f"exported {info.embedding_model} ({info.dim}-d, {info.quantization}) to {args.out}")
+    return 0
+
+
+def _progress(total: int, what: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="prompt", file=sys.stderr)
+
+
+def _build_index(args: argparse.Namespace) -> int:
+    from services.router.knn_scorer.artifacts import build_index, catalog_models
+    from services.router.knn_scorer.embedder import OnnxEmbedder
+    from services.router.knn_scorer.index import HNSW_THRESHOLD
+    from services.router.knn_scorer.scorer import CALIBRATED_METHOD, SPEC_METHOD
+    from services.router.knn_scorer.training_data import held_out, load_training_set
+
+    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    models = catalog_models(args.models)
+    method = CALIBRATED_METHOD if args.method == "calibrated" else SPEC_METHOD
+    keep = (lambda example_id: not held_out(example_id)) if args.exclude_held_out else None
+    total = len(load_training_set(args.train, models, keep=keep))
+    with _progress(total, "embedding") as bar:
+        index = build_index(
+            args.train,
+            models,
+            embedder,
+            args.out,
+            method,
+            threshold=args.hnsw_threshold or HNSW_THRESHOLD,
+            progress=bar.update,
+            keep=keep,
+        )
+    manifest = index.manifest
+    print(
+        f"{manifest.count} examples ({manifest.index_type}, {manifest.extra['method']['kind']}, "
+        f"models {', '.join(manifest.models)}) -> {args.out}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from services.router.catalog import parse_catalog
+    from services.router.knn_scorer.artifacts import embed_texts, load_scorer
+    from services.router.knn_scorer.embedder import OnnxEmbedder
+    from services.router.knn_scorer.evaluation import report_json
+    from services.router.knn_scorer.routing_eval import compare, eval_set, format_reports
+    from services.router.knn_scorer.training_data import held_out, load_training_set
+
+    catalog = parse_catalog(args.models.read_bytes())
+    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    scorer = load_scorer(args.index, embedder, learn=False)
+    indexed = set(scorer.index.ids)
+    data = load_training_set(
+        args.test,
+        catalog.entries,
+        keep=lambda i: i not in indexed and (held_out(i) or not args.held_out),
+    )
+    if len(data) == 0:
+        print("signalbox-router eval: no test examples left", file=sys.stderr)
+        return 1
+    with _progress(len(data), "embedding") as bar:
+        vectors = embed_texts(embedder, data.prompts, bar.update)
+    test = eval_set(data, vectors, catalog, args.strong, args.weak)
+    reports = compare(scorer, test, catalog, args.strong, args.weak)
+    print(f"{len(test.data)} test examples, {len(scorer.index)} indexed")
+    print(format_reports(reports))
+    if args.json:
+        args.json.write_bytes(
+            orjson.dumps([report_json(r) for r in reports], option=orjson.OPT_INDENT_2)
+        )
+    return 0

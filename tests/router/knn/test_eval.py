@@ -1,0 +1,89 @@
+"""RouteLLM metrics on hand-checkable curves, and the CLI's build-index + eval on real data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from services.router.knn_scorer.cli import register
+from services.router.knn_scorer.evaluation import baselines, cpt, evaluate_router
+from services.router.knn_scorer.index import IndexManifest
+from services.router.knn_scorer.training_data import TrainingSet, held_out, split
+from tests.router.conftest import REFERENCE_CATALOG
+
+STRONG = np.array([1, 1, 0, 1])
+WEAK = np.array([0, 1, 0, 1])
+
+
+def test_one_perfectly_ranked_win_gives_known_apgr_and_cpt() -> None:
+    report = evaluate_router("r", np.array([0.9, 0.1, 0.2, 0.3]), STRONG, WEAK)
+    # PGR(c) = min(4c, 1): the only gain is ranked first.
+    assert report.apgr == pytest.approx(0.875)
+    assert report.cpt50 == pytest.approx(0.125) and report.cpt80 == pytest.approx(0.2)
+    assert report.curve[0].accuracy == 0.5 and report.curve[-1].accuracy == 0.75
+
+
+def test_random_and_oracle_baselines() -> None:
+    rng = np.random.default_rng(0)
+    strong, weak = rng.integers(0, 2, 500), rng.integers(0, 2, 500)
+    strong[:100] = 1
+    random, oracle = baselines(strong, weak)
+    assert random.apgr == pytest.approx(0.5) and random.cpt80 == pytest.approx(0.8)
+    assert random.cpt50 == pytest.approx(0.5)
+    assert oracle.apgr > 1.0 and oracle.cpt80 < 0.5
+
+
+def test_cpt_interpolates_between_whole_queries() -> None:
+    assert cpt(np.array([0.0, 0.4, 1.0]), 0.7) == pytest.approx(0.75)
+    assert cpt(np.array([0.0, 0.2, 0.4]), 0.8) == 1.0
+
+
+def test_evaluation_needs_a_stronger_strong_model() -> None:
+    with pytest.raises(ValueError, match="strong model must beat"):
+        evaluate_router("r", np.zeros(4), WEAK, STRONG)
+
+
+def test_held_out_split_is_deterministic_and_about_a_fifth(real_subset: TrainingSet) -> None:
+    train, test = split(real_subset)
+    assert len(train) + len(test) == len(real_subset)
+    assert 0.1 < len(test) / len(real_subset) < 0.3
+    assert all(held_out(e.id) for e in test.examples)
+    assert held_out("q_3e93c0d580b8") == held_out("q_3e93c0d580b8")
+
+
+def test_cli_build_index_then_eval_on_real_prompts(
+    tmp_path: Path, subset_file: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"".join(subset_file.read_bytes().splitlines(keepends=True)[:150]))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    common = ["--models", str(REFERENCE_CATALOG), "--model-dir", str(model_dir)]
+    out = tmp_path / "idx"
+    build = parser.parse_args(
+        ["build-index", str(small), "--out", str(out), "--exclude-held-out", *common]
+    )
+    assert build.run(build) == 0
+    manifest = IndexManifest.read(out)
+    assert (
+        manifest.extra["subset"] == "filtered" and manifest.extra["method"]["kind"] == "calibrated"
+    )
+    assert (out / "calibration.json").is_file()
+
+    report = tmp_path / "eval.json"
+    evaluate = parser.parse_args(
+        ["eval", str(small), "--index", str(out), "--held-out", "--json", str(report), *common]
+    )
+    assert evaluate.run(evaluate) == 0
+    printed = capsys.readouterr().out
+    assert f"{150 - manifest.count} test examples, {manifest.count} indexed" in printed
+    for name in ("random", "oracle", "knn-spec", "knn-learned", "quality/cost curve"):
+        assert name in printed
+    rows = {r["router"]: r for r in orjson.loads(report.read_bytes())}
+    assert rows["random"]["apgr"] == 0.5 and rows["random"]["cpt80"] == 0.8
+    assert len(rows["knn-learned"]["curve"]) == 11
+    assert not (out / "online.jsonl").exists()  # eval never writes online examples

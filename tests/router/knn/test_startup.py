@@ -1,0 +1,54 @@
+"""The service's scorer from settings: built at start, reused while the manifest matches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.router.knn_scorer.index import IndexManifest
+from services.router.knn_scorer.startup import MODEL_DIR_ENV, open_scorer
+from services.router.settings import RouterSettings
+
+
+@pytest.fixture
+def small_train(tmp_path: Path, subset_file: Path) -> Path:
+    path = tmp_path / "small.jsonl"
+    path.write_bytes(b"".join(subset_file.read_bytes().splitlines(keepends=True)[:60]))
+    return path
+
+
+def test_built_at_start_then_reused_then_rebuilt_when_the_data_changes(
+    tmp_path: Path,
+    small_train: Path,
+    model_dir: Path,
+    router_settings: Callable[..., RouterSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    settings = router_settings(knn_train_path=small_train, knn_index_dir=tmp_path / "knn")
+    scorer = open_scorer(settings)
+    assert scorer is not None and scorer.examples == 60 and scorer.method.kind == "calibrated"
+    built_at = IndexManifest.read(tmp_path / "knn").built_at
+    again = open_scorer(settings, previous=scorer)
+    assert again is not None and again.memory is scorer.memory
+    assert IndexManifest.read(tmp_path / "knn").built_at == built_at  # reused, not rebuilt
+    small_train.write_bytes(b"".join(small_train.read_bytes().splitlines(keepends=True)[:50]))
+    rebuilt = open_scorer(settings)
+    assert rebuilt is not None and rebuilt.examples == 50
+    # Without a training file the persisted index is served as it is.
+    served = open_scorer(router_settings(knn_index_dir=tmp_path / "knn"))
+    assert served is not None and served.examples == 50
+
+
+def test_unavailable_without_data_or_model(
+    tmp_path: Path,
+    small_train: Path,
+    router_settings: Callable[..., RouterSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert open_scorer(router_settings(knn_index_dir=tmp_path / "none")) is None
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no-model"))
+    settings = router_settings(knn_train_path=small_train, knn_index_dir=tmp_path / "knn")
+    assert open_scorer(settings) is None
