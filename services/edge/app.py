@@ -17,6 +17,7 @@ from services.edge.errors import install_error_handlers, json_response
 from services.edge.health import readiness_checks
 from services.edge.lifecycle import Lifecycle
 from services.edge.middleware import EdgeMiddleware
+from services.edge.reload import router as reload_router
 from services.edge.runtime import EdgeRuntime
 from services.edge.settings import EdgeSettings
 from services.edge.status import package_version, status_document
@@ -50,6 +51,9 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
+
+    # Feature routers: one module per surface, each included here.
+    app.include_router(reload_router)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -21,6 +21,7 @@ from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.key_invalidation import KeyInvalidationListener
 from services.edge.proxy import InferenceProxy
+from services.edge.reload import ReloadRegistry
 from services.edge.routing import Planner
 from services.edge.settings import EdgeSettings
 
@@ -44,6 +45,8 @@ class EdgeRuntime:
     authenticator: Authenticator
     key_invalidation: KeyInvalidationListener | None
     proxy: InferenceProxy = field(init=False)
+    # Features register their `POST /reload/<name>` handlers here while opening (http-api §9).
+    reloads: ReloadRegistry = field(default_factory=ReloadRegistry)
 
     def __post_init__(self) -> None:
         self.proxy = InferenceProxy(
