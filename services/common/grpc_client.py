@@ -18,12 +18,13 @@ _CHANNEL_OPTIONS: Sequence[tuple[str, object]] = (
 )
 
 
-class _BearerInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _TokenMetadata:
+    """Adds our bearer token to a call's metadata.
+
+    grpc.aio files each client interceptor under ONE call type (the first base class it
+    matches), so one object per call type is needed for streaming calls to carry the token.
+    """
+
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
 
@@ -32,22 +33,36 @@ class _BearerInterceptor(
         metadata.add(*self._header)
         return details._replace(metadata=metadata)
 
+
+class _UnaryUnaryToken(_TokenMetadata, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
         return await continuation(self._with_token(details), request)
 
+
+class _UnaryStreamToken(_TokenMetadata, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
         return await continuation(self._with_token(details), request)
 
+
+class _StreamUnaryToken(_TokenMetadata, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
         return await continuation(self._with_token(details), request_iterator)
 
+
+class _StreamStreamToken(_TokenMetadata, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
         return await continuation(self._with_token(details), request_iterator)
 
 
+def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """One interceptor per call type, all adding `authorization: Bearer <token>`."""
+    kinds = (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+    return [kind(token) for kind in kinds]
+
+
 def open_channel(addr: str, internal_token: str | None = None) -> grpc.aio.Channel:
     """An insecure aio channel (services talk on a private network) carrying our token."""
-    interceptors = [_BearerInterceptor(internal_token)] if internal_token else None
+    interceptors = token_interceptors(internal_token) if internal_token else None
     return grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS, interceptors=interceptors)
 
 

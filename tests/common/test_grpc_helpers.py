@@ -18,6 +18,12 @@ class _Stats(analytics_pb2_grpc.AnalyticsServicer):
     async def Stats(self, request, context):
         return analytics_pb2.StatsResponse(total_events=7, backend_type="sqlite")
 
+    async def Ingest(self, request_iterator, context):
+        count = 0
+        async for batch in request_iterator:
+            count += len(batch.events)
+        return analytics_pb2.IngestAck(accepted=count)
+
 
 @pytest.fixture
 async def server() -> GrpcServer:
@@ -47,6 +53,15 @@ async def test_internal_token_required_except_for_health(server: GrpcServer) -> 
     async with open_channel(f"127.0.0.1:{server.port}", "t" * 32) as ch:
         reply = await analytics_pb2_grpc.AnalyticsStub(ch).Stats(analytics_pb2.StatsRequest())
         assert reply.total_events == 7
+
+
+async def test_streaming_calls_carry_the_token_too(server: GrpcServer) -> None:
+    """Client-streaming (Analytics.Ingest) is intercepted separately from unary calls."""
+    await server.set_serving(True)
+    batch = analytics_pb2.EventBatch(events=[analytics_pb2.AnalyticsEvent(id="e1")])
+    async with open_channel(f"127.0.0.1:{server.port}", "t" * 32) as ch:
+        reply = await analytics_pb2_grpc.AnalyticsStub(ch).Ingest(iter([batch]))
+    assert reply.accepted == 1
 
 
 async def test_reflection_lists_services(server: GrpcServer) -> None:

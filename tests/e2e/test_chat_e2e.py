@@ -22,6 +22,8 @@ from tests.mock_upstream.fixture import MockUpstream
 pytestmark = pytest.mark.e2e
 
 PROVIDER_KEY = "sk-upstream-e2e"
+# Every hop authenticates with it, streaming RPCs (Analytics.Ingest) included.
+INTERNAL_TOKEN = "internal-" + "e2e" * 12
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 
@@ -39,7 +41,7 @@ async def stack(
     env = {
         "SIGNALBOX_DATABASE_URL": pg_url,
         "SIGNALBOX_REDIS_URL": "",
-        "SIGNALBOX_INTERNAL_TOKEN": "",
+        "SIGNALBOX_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "SIGNALBOX_DATA_DIR": str(tmp_path / "data"),
         "SIGNALBOX_ANALYTICS_SPOOL_DIR": str(tmp_path / "spool"),
         "SIGNALBOX_KNN_INDEX_DIR": str(tmp_path / "knn"),
@@ -55,7 +57,7 @@ async def stack(
 async def analytics_events(stack: LocalStack, expected: int) -> list[analytics_pb2.AnalyticsEvent]:
     """Poll the analytics service until `expected` events arrived (the edge batches per second)."""
     now = int(time.time())
-    async with open_channel(stack.addr("analytics")) as channel:
+    async with open_channel(stack.addr("analytics"), INTERNAL_TOKEN) as channel:
         stub = analytics_pb2_grpc.AnalyticsStub(channel)
         for _ in range(150):
             reply = await stub.Query(
