@@ -17,6 +17,11 @@ _SECRET_PATTERNS = (
 )
 
 
+# Libraries whose DEBUG lines carry request data (aiosqlite logs SQL parameters: key hashes and
+# salts; httpcore/hpack log headers: bearer tokens). They stay at INFO even under DEBUG.
+_QUIET_AT_DEBUG = ("aiosqlite", "httpcore", "hpack", "asyncpg")
+
+
 def scrub(text: str) -> str:
     """Remove bearer tokens, key secrets and URL passwords from a string."""
     for pattern, replacement in _SECRET_PATTERNS:
@@ -44,6 +49,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in _QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uv = logging.getLogger(name)
         uv.handlers[:] = []

@@ -54,3 +54,14 @@ def test_bind_and_off_helpers() -> None:
     with pytest.raises(ValueError):
         split_bind("8088")
     assert is_off("off") and is_off(" OFF ") and is_off(None) and not is_off("127.0.0.1:1")
+
+
+def test_debug_level_keeps_sql_and_header_loggers_quiet() -> None:
+    """aiosqlite's DEBUG lines contain SQL parameters (key hashes): never emitted."""
+    configure_logging("test", "DEBUG")
+    try:
+        assert logging.getLogger("services.edge").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("httpcore").isEnabledFor(logging.DEBUG)
+    finally:
+        configure_logging("test", "INFO")
