@@ -172,10 +172,18 @@ class Database:
             await self._sqlite.close()
 
 
-async def connect(url: str | None, sqlite_path: Path, *, pool_max: int = 10) -> Database:
-    """Postgres when `url` is a postgres URL, else the embedded SQLite file (created if needed)."""
+async def connect(
+    url: str | None, sqlite_path: Path, *, pool_max: int = 10, lazy: bool = False
+) -> Database:
+    """Postgres when `url` is a postgres URL, else the embedded SQLite file (created if needed).
+
+    `lazy` opens no Postgres connection up front, so a process that can serve without the
+    database (the edge) starts while it is down and reports not-ready instead of exiting.
+    """
     if url and url.startswith(("postgres://", "postgresql://")):
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=pool_max, command_timeout=30)
+        pool = await asyncpg.create_pool(
+            url, min_size=0 if lazy else 1, max_size=pool_max, command_timeout=30, timeout=5
+        )
         return Database("postgres", pool=pool, label="postgres")
     if url and url.startswith("sqlite:///"):
         sqlite_path = Path(url.removeprefix("sqlite:///"))

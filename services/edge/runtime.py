@@ -68,7 +68,7 @@ class EdgeRuntime:
             else None
             for name in DEPENDENCIES
         }
-        database = await connect(settings.database_url, settings.sqlite_path)
+        database = await connect(settings.database_url, settings.sqlite_path, lazy=True)
         sink = None
         if (addr := settings.dependency_addr("analytics")) is not None:
             sink = AnalyticsSink(

@@ -88,3 +88,13 @@ async def test_status_document(make_edge: EdgeFactory) -> None:
     assert status["features"]["analytics"] == {"enabled": False, "stats": None}
     assert status["features"]["pricing"]["source"] == "built_in"
     assert status["features"]["pricing"]["models_count"] >= 7
+
+
+async def test_edge_starts_with_postgres_down_and_reports_not_ready(make_edge: EdgeFactory) -> None:
+    down = "postgresql://postgres@" + closed_port_url()[7:-3] + "/signalbox"
+    async with make_edge(database_url=down) as edge:
+        live = await edge.client.get("/_health/live")
+        ready = await edge.client.get("/_health/ready")
+    assert live.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"]["status"] == "error"
