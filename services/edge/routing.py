@@ -19,6 +19,7 @@ import grpc
 from services.common.backends import BackendRule, local_plan
 from services.common.pb import router_pb2, router_pb2_grpc
 from services.edge.errors import ApiError
+from services.edge.plan_cache import PlanCache, parse_invalidate_header, plan_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class PlanResult:
     backend: Backend
     route_cache: str | None
     router_latency_ms: float | None
+    # True when the plan came from the edge's own cache (fresh or stale): feedback `cache_hit`.
+    from_edge_cache: bool = False
 
     @property
     def strategy(self) -> str | None:
@@ -100,7 +103,7 @@ def _is_well_formed(plan: router_pb2.RoutePlan) -> bool:
 
 
 class Planner:
-    """Router first, local resolution as the non-strict fallback (or the only path when off)."""
+    """Edge cache, then the router, then (non-strict) a stale plan or local resolution."""
 
     def __init__(
         self,
@@ -111,8 +114,10 @@ class Planner:
         upstream_mode: str,
         strict: bool,
         timeout_ms: int,
+        cache: PlanCache | None = None,
     ) -> None:
         self._stub = router_pb2_grpc.RouterStub(channel) if channel is not None else None
+        self.cache = cache
         self._rules = tuple(rules)
         self._openai_base_url = openai_base_url
         self._upstream_mode = upstream_mode
@@ -137,26 +142,50 @@ class Planner:
     async def plan(self, request: router_pb2.RouteRequest) -> PlanResult:
         if self._stub is None:
             return self.local(request)
+        cache = self.cache if self.cache is not None and self.cache.enabled else None
+        key = plan_cache_key(request) if cache is not None else None
+        if cache is not None and key is not None:
+            cached = cache.fresh(key)
+            if cached is not None:
+                return PlanResult(cached, "router", "hit", None, from_edge_cache=True)
         started = time.perf_counter()
         try:
             call = self._stub.Plan(request, timeout=self._timeout_s)
             plan = await call
-            metadata = await call.initial_metadata()
+            metadata = dict(await call.initial_metadata() or ())
         except grpc.aio.AioRpcError as exc:
             typed = _typed_error(exc)
             if typed is not None:
                 raise route_error_to_api(typed) from None
-            return self._untyped_failure(request, _classify(exc), exc.code().name)
+            return self._untyped_failure(request, key, _classify(exc), exc.code().name)
         latency_ms = (time.perf_counter() - started) * 1000
         if not _is_well_formed(plan):
-            return self._untyped_failure(request, "malformed", "incomplete plan")
-        cache = dict(metadata or ()).get("x-route-cache")
-        result = PlanResult(plan, "router", "hit" if cache == "hit" else "miss", latency_ms)
+            return self._untyped_failure(request, key, "malformed", "incomplete plan")
+        route_cache = "hit" if metadata.get("x-route-cache") == "hit" else "miss"
+        result = PlanResult(plan, "router", route_cache, latency_ms)
         self.last_policy_rev = result.policy_rev or self.last_policy_rev
+        if cache is not None and key is not None:
+            self._update_cache(cache, key, plan, metadata)
         return result
 
+    @staticmethod
+    def _update_cache(
+        cache: PlanCache, key: bytes, plan: router_pb2.RoutePlan, metadata: dict[str, object]
+    ) -> None:
+        """Revision first (it may purge), then the router's invalidations, then the new plan."""
+        revision = metadata.get("config-revision")
+        cache.observe_revision(revision if isinstance(revision, str) else None)
+        invalidate = metadata.get("x-route-invalidate")
+        if isinstance(invalidate, str):
+            cache.invalidate(parse_invalidate_header(invalidate))
+        cache.store(key, plan)
+
     def _untyped_failure(
-        self, request: router_pb2.RouteRequest, failure: Failure, detail: str
+        self,
+        request: router_pb2.RouteRequest,
+        key: bytes | None,
+        failure: Failure,
+        detail: str,
     ) -> PlanResult:
         log.warning(
             "router plan failed",
@@ -165,4 +194,8 @@ class Planner:
         if self._strict:
             status, code, message = _STRICT[failure]
             raise ApiError(status, code, message, retry_after=1)
+        if self.cache is not None and key is not None:
+            stale = self.cache.stale(key)
+            if stale is not None:
+                return PlanResult(stale, "router", "stale", None, from_edge_cache=True)
         return self.local(request)

@@ -20,6 +20,7 @@ from services.common.pricing import PriceTable
 from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.key_invalidation import KeyInvalidationListener
+from services.edge.plan_cache import PlanCache
 from services.edge.proxy import InferenceProxy
 from services.edge.reload import ReloadRegistry
 from services.edge.routing import Planner
@@ -90,6 +91,7 @@ class EdgeRuntime:
             upstream_mode=settings.upstream_mode,
             strict=settings.router_strict,
             timeout_ms=settings.router_timeout_ms,
+            cache=PlanCache(default_ttl_ms=settings.cache_ttl_ms, stale_ms=settings.cache_stale_ms),
         )
         key_cache = VerifiedKeyCache(settings.keys_cache_ms)
         authenticator = Authenticator(

@@ -47,6 +47,9 @@ class EdgeSettings(CommonSettings):
     router_strict: bool = False
     router_timeout_ms: int = Field(default=250, gt=0)
     router_privacy_mode: PrivacyMode = "features_only"
+    # Plan cache (router-schema §7): TTL of plans without `cache` (0 = off); stale grace.
+    cache_ttl_ms: int = Field(default=15_000, ge=0)
+    cache_stale_ms: int = Field(default=60_000, ge=0)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     upstream_connect_timeout_ms: int = Field(default=5000, gt=0)
     upstream_timeout_ms: int = Field(default=600_000, gt=0)
