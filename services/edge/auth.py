@@ -18,6 +18,7 @@ import grpc
 
 from services.common.pb import keys_pb2, keys_pb2_grpc
 from services.edge.errors import ApiError
+from services.keys.tokens import parse_token
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,18 @@ class Authenticator:
             return AuthContext(method="passthrough", bearer=token)
         return AuthContext(method="managed", key=await self._verify(token))
 
+    def evict(self, key_id: str) -> None:
+        """Forget this edge's cached verifications of a key it just revoked or re-dated."""
+        self._cache.evict(key_id)
+
     async def _verify(self, token: str) -> keys_pb2.KeyInfo:
         cached = self._cache.get(token)
         if cached is not None:
             return cached
         if self._stub is None:
             raise _keys_unavailable("Key service is disabled (SIGNALBOX_KEYS_ADDR=off)")
+        if parse_token(token) is None:  # cannot be valid: no gRPC call, no lookup
+            raise ApiError(401, "invalid_api_key", "Invalid API key")
         try:
             reply = await self._stub.Verify(
                 keys_pb2.VerifyRequest(token=token), timeout=VERIFY_TIMEOUT_S

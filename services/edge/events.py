@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.edge.auth import AuthContext
 from services.edge.routing import PlanResult
 from services.edge.upstream import AttemptLog, Target
+
+if TYPE_CHECKING:
+    from services.edge.limits import Admission
 
 
 class CostTable(Protocol):
@@ -106,6 +109,7 @@ class RequestRecord:
     upstream_sent_at: float | None = None
     upstream_done_at: float | None = None
     usage: Usage | None = None
+    limits: Admission | None = None  # what the key's rate limits reserved (limits.py)
 
     def mark_sent(self, size: int) -> None:
         now = time.perf_counter()

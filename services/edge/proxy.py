@@ -25,6 +25,7 @@ from services.edge.auth import AuthContext, Authenticator
 from services.edge.codec import Codec, StreamRelay, codec_for, translation_error
 from services.edge.errors import ApiError, invalid_request
 from services.edge.events import CostTable, RequestRecord, build_event, parse_usage
+from services.edge.limits import Limiter
 from services.edge.plan_apply import apply_plan, enforce_plan
 from services.edge.route_request import build_route_request, parse_routing_headers
 from services.edge.routing import Planner, PlanResult
@@ -135,11 +136,13 @@ def upstream_headers(
 
 
 def plan_headers(plan: PlanResult | None, record: RequestRecord) -> dict[str, str]:
-    """http-api §3 headers that exist whenever a plan exists, errors included."""
+    """http-api §3 headers that exist whenever a plan exists, errors included (and the key's
+    `x-ratelimit-*` once its limits admitted the request)."""
+    headers = dict(record.limits.headers) if record.limits is not None else {}
     if plan is None:
-        return {}
+        return headers
     served = record.target.model_id if record.target else plan.plan.upstream.model_id
-    headers = {
+    headers |= {
         "x-route-id": plan.plan.route_id,
         "x-resolved-model": served,
         "router-schema": "1.1",
@@ -263,7 +266,9 @@ class InferenceProxy:
         http: httpx.AsyncClient,
         prices: CostTable,
         emit: EventSink | None,
+        limiter: Limiter | None = None,
     ) -> None:
+        self._limits = limiter
         self._settings = settings
         self._auth = authenticator
         self._planner = planner
@@ -310,6 +315,8 @@ class InferenceProxy:
     def _finish(self, record: RequestRecord) -> None:
         """Stamp the end time and hand the event to the sink (which never blocks)."""
         record.finished_at = record.finished_at or time.perf_counter()
+        if self._limits is not None:
+            self._limits.settle(record)
         if self.emit is None:
             return
         try:
@@ -336,6 +343,8 @@ class InferenceProxy:
             key=auth.key,
         )
         record.input_tokens = route_request.estimates.prompt_tokens
+        if self._limits is not None:
+            record.limits = await self._limits.admit(auth.key, route_request)
         record.plan = await self._planner.plan(route_request)
         enforce_plan(record.plan.plan, api, record.input_tokens)
         client_body = apply_plan(api, body, record.plan.plan)

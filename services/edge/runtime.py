@@ -20,6 +20,7 @@ from services.common.pricing import PriceTable
 from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.key_invalidation import KeyInvalidationListener
+from services.edge.limits import Limiter, MemoryCounters, RedisCounters
 from services.edge.plan_cache import PlanCache
 from services.edge.proxy import InferenceProxy
 from services.edge.reload import ReloadRegistry
@@ -45,6 +46,7 @@ class EdgeRuntime:
     planner: Planner
     authenticator: Authenticator
     key_invalidation: KeyInvalidationListener | None
+    limiter: Limiter
     proxy: InferenceProxy = field(init=False)
     # Features register their `POST /reload/<name>` handlers here while opening (http-api §9).
     reloads: ReloadRegistry = field(default_factory=ReloadRegistry)
@@ -57,6 +59,7 @@ class EdgeRuntime:
             http=self.http,
             prices=self.prices,
             emit=self.sink.submit if self.sink is not None else None,
+            limiter=self.limiter,
         )
 
     @classmethod
@@ -102,6 +105,13 @@ class EdgeRuntime:
         if redis is not None and settings.auth_mode == "managed":
             key_invalidation = KeyInvalidationListener(redis, settings.redis_key_prefix, key_cache)
             key_invalidation.start()
+        limiter = Limiter(
+            RedisCounters(redis) if redis is not None else MemoryCounters(),
+            settings.redis_key_prefix,
+            prices,
+            rate_fail_open=settings.rate_limit_fail_open,
+            budget_fail_open=settings.budget_fail_open,
+        )
         log.info(
             "edge runtime opened",
             extra={
@@ -120,6 +130,7 @@ class EdgeRuntime:
             planner,
             authenticator,
             key_invalidation,
+            limiter=limiter,
         )
 
     async def close(self) -> None:
@@ -128,6 +139,7 @@ class EdgeRuntime:
             await self.sink.close(SINK_CLOSE_TIMEOUT_S)
         if self.key_invalidation is not None:
             await self.key_invalidation.close()
+        await self.limiter.close()
         await self.http.aclose()
         for channel in self.channels.values():
             if channel is not None:

@@ -54,6 +54,9 @@ class EdgeSettings(CommonSettings):
     upstream_connect_timeout_ms: int = Field(default=5000, gt=0)
     upstream_timeout_ms: int = Field(default=600_000, gt=0)
     keys_cache_ms: int = Field(default=5000, ge=0)
+    # Extension: what a key's limits do while Redis fails (keys.md §4 says 503 for both).
+    rate_limit_fail_open: bool = True
+    budget_fail_open: bool = False
     analytics_spool_dir: Path = Path("./data/spool")
     pricing_config: Path | None = None
     catalog_path: Path | None = None

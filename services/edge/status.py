@@ -58,5 +58,6 @@ def status_document(runtime: EdgeRuntime) -> dict[str, Any]:
                 "stats": sink.stats() if sink is not None else None,
             },
             "pricing": {"models_count": len(runtime.prices), "source": runtime.prices.source},
+            "limits": runtime.limiter.describe(),
         },
     }
