@@ -8,6 +8,10 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tracing
+from services.common.logging import request_id_var
+from services.common.tracing import REQUEST_ID_METADATA
+
 _CHANNEL_OPTIONS: Sequence[tuple[str, object]] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -19,7 +23,7 @@ _CHANNEL_OPTIONS: Sequence[tuple[str, object]] = (
 
 
 class _TokenMetadata:
-    """Adds our bearer token to a call's metadata.
+    """Adds our bearer token (and the current request id, for the callee's logs) to a call.
 
     grpc.aio files each client interceptor under ONE call type (the first base class it
     matches), so one object per call type is needed for streaming calls to carry the token.
@@ -31,6 +35,8 @@ class _TokenMetadata:
     def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add(*self._header)
+        if (request_id := request_id_var.get()) is not None:
+            metadata.add(REQUEST_ID_METADATA, request_id)
         return details._replace(metadata=metadata)
 
 
@@ -62,8 +68,11 @@ def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
 
 def open_channel(addr: str, internal_token: str | None = None) -> grpc.aio.Channel:
     """An insecure aio channel (services talk on a private network) carrying our token."""
-    interceptors = token_interceptors(internal_token) if internal_token else None
-    return grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS, interceptors=interceptors)
+    interceptors = token_interceptors(internal_token) if internal_token else []
+    interceptors += tracing.client_interceptors()  # none unless tracing is on
+    return grpc.aio.insecure_channel(
+        addr, options=_CHANNEL_OPTIONS, interceptors=interceptors or None
+    )
 
 
 async def check_health(

@@ -16,6 +16,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.tracing import TelemetryServerInterceptor
+
 log = logging.getLogger(__name__)
 
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -70,7 +72,9 @@ class GrpcServer:
         grace_seconds: float = 30.0,
         options: Iterable[tuple[str, object]] = (),
     ) -> None:
-        interceptors = [InternalTokenInterceptor(internal_token)] if internal_token else []
+        interceptors: list[grpc.aio.ServerInterceptor] = [TelemetryServerInterceptor()]
+        if internal_token:
+            interceptors.append(InternalTokenInterceptor(internal_token))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), *options],

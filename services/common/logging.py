@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
+from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -20,6 +22,37 @@ _SECRET_PATTERNS = (
 # Libraries whose DEBUG lines carry request data (aiosqlite logs SQL parameters: key hashes and
 # salts; httpcore/hpack log headers: bearer tokens). They stay at INFO even under DEBUG.
 _QUIET_AT_DEBUG = ("aiosqlite", "httpcore", "hpack", "asyncpg")
+
+
+# The id of the request being handled: set by the edge middleware and by the gRPC servers
+# (from `x-request-id` metadata), stamped on every log line emitted while it is set.
+request_id_var: ContextVar[str | None] = ContextVar("signalbox_request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (unless the call passed one) and, when tracing, `trace_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            request_id = request_id_var.get()
+            if request_id is not None:
+                record.request_id = request_id
+        if _trace_ids is not None and getattr(record, "trace_id", None) is None:
+            ids = _trace_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
+        return True
+
+
+TraceIds = Callable[[], "tuple[str, str] | None"]
+# Set by services.common.tracing when tracing is on; None keeps logging free of OTel.
+_trace_ids: TraceIds | None = None
+
+
+def set_trace_id_source(source: TraceIds | None) -> None:
+    """Where `RequestIdFilter` reads the current (trace_id, span_id); None turns it off."""
+    global _trace_ids
+    _trace_ids = source
 
 
 def scrub(text: str) -> str:
@@ -46,6 +79,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             timestamp=False,
         )
     )
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
