@@ -8,7 +8,7 @@ PROTOS := $(wildcard protos/*.proto)
 PB     := services/common/pb
 PB_OUT := $(patsubst protos/%.proto,$(PB)/%_pb2.py,$(PROTOS))
 
-.PHONY: setup protos run test test-fast bench lint fmt clean
+.PHONY: setup protos run stack test test-fast bench lint fmt clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ $(PB_OUT) &: $(PROTOS) | $(STAMP)
 
 run: setup protos
 	$(PY) -m deploy.local.stack
+
+# The compose topology as local processes: nginx :8080 -> two edges -> router/keys/analytics,
+# on the local Postgres and Redis (README "Deploy"). Flags: make stack STACK_ARGS="--port 9080"
+stack: setup protos
+	$(PY) -m deploy.local.topology $(STACK_ARGS)
 
 test: setup protos
 	$(PY) -m pytest

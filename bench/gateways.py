@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol
 
-import asyncpg
 import httpx
 import orjson
 import psutil
@@ -29,18 +25,13 @@ import psutil
 from bench import litellm_env
 from bench.load import Target
 from bench.process_tree import tree
-from deploy.local.stack import LocalStack, Ports, issue_first_key
+from deploy.local.postgres import ThrowawayDatabase
+from deploy.local.stack import LocalStack, free_port, free_ports, issue_first_key
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 CHAT_PATH = "/v1/chat/completions"
 MODELS = ("bench-lat0", "bench-lat50")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Gateway(Protocol):
@@ -167,29 +158,6 @@ class Direct:
         return {}
 
 
-class _ThrowawayPostgres(AbstractAsyncContextManager[str]):
-    """A database created for one bench run and dropped after it."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.name = f"signalbox_bench_{uuid.uuid4().hex[:10]}"
-
-    async def __aenter__(self) -> str:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{self.name}"')
-        finally:
-            await conn.close()
-        return self.admin_url.rsplit("/", 1)[0] + f"/{self.name}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 class Signalbox:
     """The full stack as real processes: managed key, router plan, analytics on.
 
@@ -202,7 +170,9 @@ class Signalbox:
 
     def __init__(self, upstream: Server, work_dir: Path, postgres_admin_url: str | None) -> None:
         self.upstream, self.work_dir = upstream, work_dir
-        self.postgres = _ThrowawayPostgres(postgres_admin_url) if postgres_admin_url else None
+        self.postgres = (
+            ThrowawayDatabase(postgres_admin_url, "signalbox_bench") if postgres_admin_url else None
+        )
         self.stack: LocalStack | None = None
 
     def _env(self, database_url: str) -> dict[str, str]:
@@ -222,16 +192,8 @@ class Signalbox:
 
     async def __aenter__(self) -> Target:
         database_url = await self.postgres.__aenter__() if self.postgres else ""
-        ports = Ports(
-            edge=free_port(),
-            router=free_port(),
-            router_http=free_port(),
-            keys=free_port(),
-            analytics=free_port(),
-        )
-        self.stack = LocalStack(
-            env=self._env(database_url), ports=ports, log_dir=self.work_dir / "signalbox-logs"
-        )
+        log_dir = self.work_dir / "signalbox-logs"
+        self.stack = LocalStack(env=self._env(database_url), ports=free_ports(), log_dir=log_dir)
         try:
             await self.stack.start(timeout=READY_TIMEOUT_S)
             token = await issue_first_key(self.stack, label="bench")

@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,12 +38,33 @@ class Ports:
     analytics: int = 50053
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def free_ports() -> Ports:
+    """Free loopback ports for every service, for stacks that run beside others."""
+    return Ports(
+        edge=free_port(),
+        router=free_port(),
+        router_http=free_port(),
+        keys=free_port(),
+        analytics=free_port(),
+    )
+
+
 @dataclass
 class _Child:
     name: str
+    module: str
+    env: Mapping[str, str]
     process: subprocess.Popen[bytes]
     log: IO[bytes]
     log_path: Path
+    url: str | None = None
 
 
 @dataclass
@@ -105,17 +127,42 @@ class LocalStack:
             await self.stop()
             raise
 
-    def _spawn(self, name: str, env: Mapping[str, str]) -> None:
+    async def start_edge(
+        self, name: str, port: int, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    ) -> str:
+        """One more edge replica (`name`, e.g. `edge-2`) on `port`; returns its URL when ready.
+
+        `env` is layered over the stack's environment (a replica's own spool dir, say).
+        """
+        if name in self._children:
+            raise ValueError(f"{name} is already running")
+        bind = f"{self.host}:{port}"
+        url = f"http://{bind}"
+        replica_env = {**self.service_env(), **(env or {}), "SIGNALBOX_EDGE_BIND": bind}
+        self._spawn(name, replica_env, module="edge", url=url)
+        try:
+            await self._wait_edge(timeout, name)
+        except BaseException:
+            await self._stop_one(name, timeout=10.0)
+            raise
+        return url
+
+    def _spawn(
+        self, name: str, env: Mapping[str, str], module: str | None = None, url: str | None = None
+    ) -> None:
+        module = module or name
         path = self.log_path(name)
         log = path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
+            [sys.executable, "-m", f"services.{module}"],
             env=dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._children[name] = _Child(name, process, log, path)
+        if module == "edge" and url is None:
+            url = self.edge_url
+        self._children[name] = _Child(name, module, env, process, log, path, url)
 
     def _check_alive(self, name: str) -> None:
         child = self._children[name]
@@ -135,41 +182,49 @@ class LocalStack:
                     raise TimeoutError(f"{name} not SERVING after {timeout}s ({error})")
                 await asyncio.sleep(0.1)
 
-    async def _wait_edge(self, timeout: float) -> None:
+    async def _wait_edge(self, timeout: float, name: str = "edge") -> None:
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=self.edge_url, timeout=2.0) as client:
+        async with httpx.AsyncClient(base_url=self._children[name].url, timeout=2.0) as client:
             while True:
-                self._check_alive("edge")
+                self._check_alive(name)
                 try:
                     if (await client.get("/_health/ready")).status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"edge not ready after {timeout}s")
+                    raise TimeoutError(f"{name} not ready after {timeout}s")
                 await asyncio.sleep(0.1)
 
     def signal(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         """Send a signal to one service (fault-injection tests kill and restart services)."""
         self._children[name].process.send_signal(sig)
 
+    def pid(self, name: str) -> int:
+        return self._children[name].process.pid
+
+    async def wait_exit(self, name: str, timeout: float = 35.0) -> int:
+        """Wait for a signalled service to exit (it stays registered until stopped/restarted)."""
+        process = self._children[name].process
+        return await asyncio.to_thread(process.wait, timeout)
+
     async def restart(self, name: str, timeout: float = 60.0) -> None:
         """Respawn a service that was stopped or killed, and wait until it is healthy again."""
+        child = self._children[name]
         await self._stop_one(name, timeout=10.0)
-        self._spawn(name, self.service_env())
-        if name == "edge":
-            await self._wait_edge(timeout)
+        self._spawn(name, child.env, module=child.module, url=child.url)
+        if child.module == "edge":
+            await self._wait_edge(timeout, name)
         else:
             await self._wait_grpc(name, timeout)
 
     async def stop(self, timeout: float = 35.0) -> dict[str, int | None]:
-        """SIGTERM the edge, then the rest; SIGKILL what outlives `timeout`. Returns exit codes."""
+        """SIGTERM the edges, then the rest; SIGKILL what outlives `timeout`. Returns exit codes."""
         codes: dict[str, int | None] = {}
-        if "edge" in self._children:
-            codes["edge"] = await self._stop_one("edge", timeout)
-        rest = [n for n in list(self._children) if n != "edge"]
-        results = await asyncio.gather(*(self._stop_one(n, timeout) for n in rest))
-        codes.update(zip(rest, results, strict=True))
+        for tier in (True, False):  # edges drain and flush before the services behind them stop
+            names = [n for n, c in list(self._children.items()) if (c.module == "edge") is tier]
+            results = await asyncio.gather(*(self._stop_one(n, timeout) for n in names))
+            codes.update(zip(names, results, strict=True))
         return codes
 
     async def _stop_one(self, name: str, timeout: float) -> int | None:
@@ -212,6 +267,28 @@ def _demo_upstream_env(port: int) -> dict[str, str]:
         "OPENAI_API_KEY": "demo-upstream-key",
         "SIGNALBOX_AUTH_MODE": "managed",
     }
+
+
+def wants_demo_upstream() -> bool:
+    """No provider configured in the environment: serve from the demo mock."""
+    return not (os.environ.get("OPENAI_API_KEY") or os.environ.get("SIGNALBOX_BACKENDS"))
+
+
+def start_demo_upstream(port: int, log_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Spawn the test suite's mock upstream; returns it and the env that points services at it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.mock_upstream", "--port", str(port)],
+        stdout=(log_dir / "mock_upstream.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return process, _demo_upstream_env(port)
+
+
+def stop_demo_upstream(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None:
+        process.terminate()
+        process.wait(10)
 
 
 def _banner(stack: LocalStack, admin_token: str, api_key: str, demo: bool) -> str:
@@ -276,22 +353,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "SIGNALBOX_ADMIN_TOKEN": admin_token,
         "SIGNALBOX_AUTH_MODE": os.environ.get("SIGNALBOX_AUTH_MODE", "managed"),
     }
-    demo = not (os.environ.get("OPENAI_API_KEY") or os.environ.get("SIGNALBOX_BACKENDS"))
+    demo = wants_demo_upstream()
     mock: subprocess.Popen[bytes] | None = None
     if demo:
-        env.update(_demo_upstream_env(args.demo_port))
-        mock = subprocess.Popen(
-            [sys.executable, "-m", "tests.mock_upstream", "--port", str(args.demo_port)],
-            stdout=(log_dir / "mock_upstream.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        mock, demo_env = start_demo_upstream(args.demo_port, log_dir)
+        env.update(demo_env)
     try:
         return asyncio.run(_serve(env, log_dir, admin_token, demo))
     finally:
-        if mock is not None:
-            mock.terminate()
-            mock.wait(10)
+        stop_demo_upstream(mock)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from tests.deploy.nginx_harness import RunningNginx, render_nginx_conf, run_nginx
+from tests.deploy.nginx_harness import LocalNginx, render_nginx_conf, run_nginx
 from tests.deploy.upstream_app import StreamRun, UpstreamState, serve_upstream
 
 MB = 1024 * 1024
@@ -28,7 +28,7 @@ async def proxied(free_port: Callable[[], int]) -> AsyncIterator[Callable]:
 
         async def start(
             count: int = 1, edit: dict[str, str] | None = None
-        ) -> tuple[RunningNginx, list[UpstreamState]]:
+        ) -> tuple[LocalNginx, list[UpstreamState]]:
             states = [UpstreamState(name=f"upstream-{i}") for i in range(count)]
             addrs = []
             for state in states:
@@ -42,7 +42,7 @@ async def proxied(free_port: Callable[[], int]) -> AsyncIterator[Callable]:
 
 
 async def _stream_through(
-    nginx: RunningNginx, state: UpstreamState, *, events: int, ack_wait: float, accel: bool
+    nginx: LocalNginx, state: UpstreamState, *, events: int, ack_wait: float, accel: bool
 ) -> tuple[StreamRun, list[str], httpx.Headers]:
     """Read the SSE stream via nginx, confirming each event to the upstream as it arrives."""
     run_id = uuid.uuid4().hex
