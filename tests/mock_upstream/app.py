@@ -65,8 +65,15 @@ def create_app() -> Starlette:
             return _error(behaviour)
         chat = request.url.path.endswith("/chat/completions")
         prompt = payloads.prompt_tokens(body)
+        calls = behaviour.tool_calls
         if body.get("stream") is True:
-            if chat:
+            if calls and chat:
+                options = body.get("stream_options") or {}
+                include = options.get("include_usage") is True
+                events = payloads.chat_tool_stream(model, calls, prompt, include)
+            elif calls:
+                events = payloads.response_tool_stream(model, calls, prompt)
+            elif chat:
                 options = body.get("stream_options") or {}
                 events = payloads.chat_stream(
                     model, behaviour.text, prompt, options.get("include_usage") is True
@@ -78,7 +85,10 @@ def create_app() -> Starlette:
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
-        if chat:
+        if calls:
+            tool_reply = payloads.chat_tool_calls if chat else payloads.response_tool_calls
+            content = tool_reply(model, calls, prompt)
+        elif chat:
             content = payloads.chat_completion(model, behaviour.text, prompt)
         else:
             content = payloads.response(model, behaviour.text, prompt)

@@ -45,6 +45,8 @@ class Behaviour:
     retry_after: int | None = None
     text: str = DEFAULT_TEXT
     non_json: bool = False
+    # Function calls to answer with instead of text: `[{"name", "arguments"(JSON string)}]`.
+    tool_calls: tuple[dict[str, str], ...] | None = None
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> Behaviour:
@@ -52,7 +54,19 @@ class Behaviour:
         unknown = set(raw) - set(known) - {"model"}
         if unknown:
             raise ValueError(f"unknown behaviour fields: {sorted(unknown)}")
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        values = {k: v for k, v in raw.items() if k in known}
+        if values.get("tool_calls") is not None:
+            values["tool_calls"] = tuple(_tool_call(c) for c in values["tool_calls"])
+        return cls(**values)
+
+
+def _tool_call(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise ValueError("each tool call needs a 'name'")
+    arguments = raw.get("arguments", "{}")
+    if not isinstance(arguments, str):
+        raise ValueError("tool call 'arguments' must be a JSON string")
+    return {"name": raw["name"], "arguments": arguments}
 
 
 def _coerce(name: str, value: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +54,62 @@ def responses_usage(prompt: int, completion: int) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,
     }
+
+
+def tool_call_ids(calls: Sequence[Mapping[str, str]]) -> list[str]:
+    return ["call_" + secrets.token_hex(8) for _ in calls]
+
+
+def _call_tokens(calls: Sequence[Mapping[str, str]]) -> int:
+    return sum(1 + len(c["arguments"]) // 4 for c in calls)
+
+
+def chat_tool_calls(model: str, calls: Sequence[Mapping[str, str]], prompt: int) -> dict[str, Any]:
+    """A chat completion whose assistant message only calls functions."""
+    body = chat_completion(model, "", prompt)
+    tool_calls = [
+        {"id": call_id, "type": "function",
+         "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for call_id, c in zip(tool_call_ids(calls), calls, strict=True)
+    ]  # fmt: skip
+    body["choices"][0]["message"] = {
+        "role": "assistant", "content": None, "refusal": None, "tool_calls": tool_calls,
+    }  # fmt: skip
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    body["usage"] = chat_usage(prompt, _call_tokens(calls))
+    return body
+
+
+def chat_tool_stream(
+    model: str, calls: Sequence[Mapping[str, str]], prompt: int, include_usage: bool
+) -> Iterator[bytes]:
+    """Tool-call deltas (name first, then the arguments in two pieces), `tool_calls` finish."""
+    base = {
+        "id": "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
+
+    yield chunk({"role": "assistant", "content": None, "refusal": None})
+    for index, (call_id, call) in enumerate(zip(tool_call_ids(calls), calls, strict=True)):
+        head = {"index": index, "id": call_id, "type": "function",
+                "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
+        yield chunk({"tool_calls": [head]})
+        half = len(call["arguments"]) // 2
+        for piece in (call["arguments"][:half], call["arguments"][half:]):
+            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield chunk({}, "tool_calls")
+    if include_usage:
+        usage = {**base, "choices": [], "usage": chat_usage(prompt, _call_tokens(calls))}
+        yield b"data: " + orjson.dumps(usage) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 def chat_completion(model: str, text: str, prompt: int) -> dict[str, Any]:
@@ -134,6 +190,53 @@ def _message_item(msg_id: str, text: str, status: str) -> dict[str, Any]:
         "role": "assistant",
         "content": content if status == "completed" else [],
     }
+
+
+def _function_call_items(calls: Sequence[Mapping[str, str]], status: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "function_call", "id": "fc_" + secrets.token_hex(12), "call_id": call_id,
+         "name": c["name"], "arguments": c["arguments"] if status == "completed" else "",
+         "status": status}
+        for call_id, c in zip(tool_call_ids(calls), calls, strict=True)
+    ]  # fmt: skip
+
+
+def response_tool_calls(
+    model: str, calls: Sequence[Mapping[str, str]], prompt: int
+) -> dict[str, Any]:
+    """A Responses object whose output is only `function_call` items."""
+    items = _function_call_items(calls, "completed")
+    usage = responses_usage(prompt, _call_tokens(calls))
+    return _response_object(model, "resp_" + secrets.token_hex(16), "completed", items, usage)
+
+
+def response_tool_stream(
+    model: str, calls: Sequence[Mapping[str, str]], prompt: int
+) -> Iterator[bytes]:
+    """Responses SSE for function calls: item added, argument deltas, item done, completed."""
+    resp_id = "resp_" + secrets.token_hex(16)
+    seq = 0
+
+    def event(kind: str, **payload: Any) -> bytes:
+        nonlocal seq
+        data = {"type": kind, "sequence_number": seq, **payload}
+        seq += 1
+        return f"event: {kind}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+    pending = _response_object(model, resp_id, "in_progress", [], None)
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    done_items = _function_call_items(calls, "completed")
+    for index, item in enumerate(done_items):
+        yield event("response.output_item.added", output_index=index,
+                    item={**item, "arguments": "", "status": "in_progress"})  # fmt: skip
+        where = {"item_id": item["id"], "output_index": index}
+        yield event("response.function_call_arguments.delta", **where, delta=item["arguments"])
+        yield event("response.function_call_arguments.done", **where, arguments=item["arguments"])
+        yield event("response.output_item.done", output_index=index, item=item)
+    usage = responses_usage(prompt, _call_tokens(calls))
+    final = _response_object(model, resp_id, "completed", done_items, usage)
+    yield event("response.completed", response=final)
 
 
 def response(model: str, text: str, prompt: int) -> dict[str, Any]:
