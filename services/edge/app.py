@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from services.edge.admin_keys import router as keys_admin_router
+from services.edge.convert_route import router as convert_router
 from services.edge.errors import install_error_handlers, json_response
 from services.edge.health import readiness_checks
 from services.edge.lifecycle import Lifecycle
@@ -55,6 +56,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     # Feature routers: one module per surface, each included here.
     app.include_router(reload_router)
+    app.include_router(convert_router)
     app.include_router(keys_admin_router)
 
     @app.post("/v1/chat/completions")

@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 
 from services.edge.errors import ApiError
 from services.edge.passthrough import ChatPassthroughStream, ResponsesPassthroughStream
+from services.edge.response_store import input_items
 from services.edge.translate import (
     DONE,
     ChatToResponsesStream,
@@ -32,6 +33,7 @@ from services.edge.translate import (
 )
 
 Api = Literal["chat", "responses"]
+History = list[Any] | None
 PATHS: dict[str, str] = {"chat": "/chat/completions", "responses": "/responses"}
 
 
@@ -41,6 +43,11 @@ class StreamRelay(Protocol):
     finished: bool
     error: str | None
     usage: dict[str, Any] | None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The Responses object as last sent (None for chat clients)."""
+        ...
 
     def feed(self, event: SSEEvent) -> bytes: ...
     def fail(self, message: str) -> bytes: ...
@@ -66,6 +73,11 @@ class _TranslatedStream:
     @property
     def usage(self) -> dict[str, Any] | None:
         return self._converter.usage
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        converter = self._converter
+        return converter.response if isinstance(converter, ChatToResponsesStream) else None
 
     def _emit(self, outputs: list[Any]) -> bytes:
         for out in outputs:
@@ -95,15 +107,26 @@ def _encode_chat(out: Any) -> bytes:
 class Codec:
     """How one attempt talks to its upstream and how its answer reaches the client.
 
-    `prepare(body)` gives the upstream body (without `model`) and whether the client asked
-    for stream usage; `response` converts a JSON answer (None: relay the bytes unchanged);
+    `prepare(body, history)` gives the upstream body (without `model`) and whether the client
+    asked for stream usage; `history` (Responses clients only) is the earlier turns' items
+    from the response store, None when the body goes as it is; `response` converts a JSON
+    answer (None: relay the bytes unchanged);
     `stream(body, wants_usage, model_id)` builds the relay for an SSE answer.
     """
 
     upstream_path: str
-    prepare: Callable[[dict[str, Any]], tuple[dict[str, Any], bool]]
+    prepare: Callable[[dict[str, Any], History], tuple[dict[str, Any], bool]]
     response: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None
     stream: Callable[[dict[str, Any], bool, str], StreamRelay]
+
+
+def with_history(body: dict[str, Any], history: History) -> dict[str, Any]:
+    """conversion §6: a stored record is replayed as expanded `input`, not referenced."""
+    if history is None:
+        return body
+    out = {k: v for k, v in body.items() if k != "previous_response_id"}
+    out["input"] = [*history, *input_items(body.get("input"))]
+    return out
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -114,19 +137,19 @@ def _wants_usage(body: dict[str, Any]) -> bool:
 _CODECS: dict[tuple[str, str], Codec] = {
     ("chat", "chat"): Codec(
         PATHS["chat"],
-        prepare_chat_passthrough,
+        lambda body, _history: prepare_chat_passthrough(body),
         None,
         lambda _body, wants, _model: ChatPassthroughStream(wants),
     ),
     ("responses", "responses"): Codec(
         PATHS["responses"],
-        lambda body: (flatten_response_tools(body), True),
+        lambda body, history: (flatten_response_tools(with_history(body, history)), True),
         None,
         lambda _body, _wants, _model: ResponsesPassthroughStream(),
     ),
     ("chat", "responses"): Codec(
         PATHS["responses"],
-        lambda body: (chat_to_responses_request(body), _wants_usage(body)),
+        lambda body, _history: (chat_to_responses_request(body), _wants_usage(body)),
         lambda upstream, _body: responses_to_chat_completion(upstream),
         lambda _body, wants, model: _TranslatedStream(
             ResponsesToChatStream(model, wants), _encode_chat
@@ -134,7 +157,7 @@ _CODECS: dict[tuple[str, str], Codec] = {
     ),
     ("responses", "chat"): Codec(
         PATHS["chat"],
-        lambda body: (responses_to_chat_request(body), True),
+        lambda body, history: (responses_to_chat_request(body, history=history), True),
         lambda upstream, body: chat_completion_to_response(upstream, body),
         lambda body, _wants, _model: _TranslatedStream(
             ChatToResponsesStream(body), encode_response_event

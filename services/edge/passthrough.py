@@ -48,6 +48,10 @@ class ChatPassthroughStream:
         self.error: str | None = None
         self._finish_reason_seen = False
 
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return None  # a chat client has no Responses object
+
     def feed(self, event: SSEEvent) -> bytes:
         if self.finished:
             return b""
@@ -103,6 +107,11 @@ class ResponsesPassthroughStream:
         self._response: dict[str, Any] = {}
         self._items: list[Any] = []
         self._next_seq = 0
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The upstream's response object as last seen (the terminal one once finished)."""
+        return self._response or None
 
     def feed(self, event: SSEEvent) -> bytes:
         if self.finished:

@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -27,9 +27,11 @@ from services.edge.errors import ApiError, invalid_request
 from services.edge.events import CostTable, RequestRecord, build_event, parse_usage
 from services.edge.limits import Limiter
 from services.edge.plan_apply import apply_plan, enforce_plan
+from services.edge.response_store import ResponseStore, ResponseTurn
 from services.edge.route_request import build_route_request, parse_routing_headers
 from services.edge.routing import Planner, PlanResult
 from services.edge.settings import EdgeSettings, IpNetwork
+from services.edge.system_prompt import SystemPrompts
 from services.edge.translate import SSEParser, SSEProtocolError, TranslationError
 from services.edge.upstream import (
     AttemptFailed,
@@ -156,6 +158,12 @@ def plan_headers(plan: PlanResult | None, record: RequestRecord) -> dict[str, st
     return headers
 
 
+def _plan_token(record: RequestRecord) -> str | None:
+    if record.plan is None or not record.plan.plan.stickiness.HasField("plan_token"):
+        return None
+    return record.plan.plan.stickiness.plan_token
+
+
 class _RelayResponse(StreamingResponse):
     """Runs the session's cleanup however the response ends, even if it never started."""
 
@@ -193,7 +201,9 @@ class _StreamSession:
         *,
         keepalive_s: float,
         on_close: Callable[[RequestRecord], None],
+        on_complete: Callable[[StreamRelay], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_complete = on_complete
         self.opened = opened
         self.relay = relay
         self.record = record
@@ -216,6 +226,10 @@ class _StreamSession:
         chunk: bytes | None = self.opened.first
         while True:
             out = self._translate(parser, chunk)
+            if self.relay.finished and self._on_complete is not None:
+                # Saved before the terminal event leaves, so a chained next turn finds it.
+                await self._on_complete(self.relay)
+                self._on_complete = None
             if out:
                 self.record.mark_sent(len(out))
                 yield out
@@ -266,9 +280,13 @@ class InferenceProxy:
         http: httpx.AsyncClient,
         prices: CostTable,
         emit: EventSink | None,
+        system_prompts: SystemPrompts | None = None,
+        response_store: ResponseStore | None = None,
         limiter: Limiter | None = None,
     ) -> None:
         self._limits = limiter
+        self._system_prompts = system_prompts or SystemPrompts(None)
+        self._response_store = response_store
         self._settings = settings
         self._auth = authenticator
         self._planner = planner
@@ -334,11 +352,17 @@ class InferenceProxy:
         auth = await self._auth.authenticate(request.headers.get("authorization"))
         record.auth = auth
         self._check_scopes(auth, api, body["model"])
+        routing_headers = parse_routing_headers(request.headers)
+        turn = None
+        if api == "responses" and self._response_store is not None:
+            turn = await ResponseTurn.begin(self._response_store, body)
+            routing_headers = turn.routing_headers(routing_headers)
+        body = self._system_prompts.apply(api, body)
         route_request = build_route_request(
             api=api,
             body=body,
             request_id=record.request_id,
-            headers=parse_routing_headers(request.headers),
+            headers=routing_headers,
             privacy_mode=self._settings.router_privacy_mode,
             key=auth.key,
         )
@@ -349,11 +373,13 @@ class InferenceProxy:
         enforce_plan(record.plan.plan, api, record.input_tokens)
         client_body = apply_plan(api, body, record.plan.plan)
         targets = [t for t in plan_targets(record.plan.plan) if t.mode != "bedrock"]
+        if turn is not None:
+            targets = turn.pin(targets)
         if not targets:
             raise ApiError(
                 502, "unsupported_upstream_mode", "Upstream mode 'bedrock' is not supported"
             )
-        return await self._send(request, api, client_body, targets, auth, record)
+        return await self._send(request, api, client_body, targets, auth, record, turn)
 
     @staticmethod
     def _check_scopes(auth: AuthContext, api: Api, model: str) -> None:
@@ -372,6 +398,7 @@ class InferenceProxy:
         targets: list[Target],
         auth: AuthContext,
         record: RequestRecord,
+        turn: ResponseTurn | None = None,
     ) -> Response:
         stream = record.stream
         prepared: dict[int, tuple[Codec, bool]] = {}
@@ -379,8 +406,9 @@ class InferenceProxy:
 
         def build(target: Target) -> tuple[str, bytes, Mapping[str, str]]:
             codec = codec_for(api, target.mode)
+            history = turn.history(target.mode) if turn is not None else None
             try:
-                upstream_body, wants_usage = codec.prepare(client_body)
+                upstream_body, wants_usage = codec.prepare(client_body, history)
             except TranslationError as exc:
                 raise translation_error(exc) from None
             prepared[id(target)] = (codec, wants_usage)
@@ -425,8 +453,8 @@ class InferenceProxy:
         codec, wants_usage = prepared[id(opened.target)]
         if stream:
             relay = codec.stream(client_body, wants_usage, opened.target.model_id)
-            return self._stream_response(opened, relay, record)
-        return await self._json_response(opened, codec, client_body, record)
+            return self._stream_response(opened, relay, record, turn)
+        return await self._json_response(opened, codec, client_body, record, turn)
 
     def _relay_upstream_error(
         self, failure: AttemptFailed, auth: AuthContext, record: RequestRecord
@@ -460,7 +488,12 @@ class InferenceProxy:
         )
 
     async def _json_response(
-        self, opened: OpenAttempt, codec: Codec, client_body: dict[str, Any], record: RequestRecord
+        self,
+        opened: OpenAttempt,
+        codec: Codec,
+        client_body: dict[str, Any],
+        record: RequestRecord,
+        turn: ResponseTurn | None = None,
     ) -> Response:
         record.upstream_done_at = time.perf_counter()
         await opened.aclose()
@@ -471,13 +504,17 @@ class InferenceProxy:
         if not isinstance(upstream, dict):
             raise ApiError(502, "upstream_invalid_response", "Upstream returned invalid JSON")
         record.usage = parse_usage(upstream.get("usage"))
+        answer = upstream
         if codec.response is None:
             content = opened.first
         else:
             try:
-                content = orjson.dumps(codec.response(upstream, client_body))
+                answer = codec.response(upstream, client_body)
             except TranslationError as exc:
                 raise translation_error(exc) from None
+            content = orjson.dumps(answer)
+        if turn is not None:
+            await turn.finish(opened.target, answer, _plan_token(record))
         record.status_code = opened.response.status_code
         headers = plan_headers(record.plan, record)
         overhead = record.overhead_ms()
@@ -506,7 +543,11 @@ class InferenceProxy:
         return f"{cost['total_cost']:.6f}"
 
     def _stream_response(
-        self, opened: OpenAttempt, relay: StreamRelay, record: RequestRecord
+        self,
+        opened: OpenAttempt,
+        relay: StreamRelay,
+        record: RequestRecord,
+        turn: ResponseTurn | None = None,
     ) -> Response:
         record.status_code = opened.response.status_code
         headers = {**plan_headers(record.plan, record), **SSE_HEADERS}
@@ -519,6 +560,9 @@ class InferenceProxy:
             record,
             keepalive_s=self._settings.sse_keepalive_seconds,
             on_close=self._stream_closed,
+            on_complete=None
+            if turn is None
+            else lambda done: turn.finish(opened.target, done.response, _plan_token(record)),
         )
         return _RelayResponse(session, headers)
 

@@ -24,8 +24,10 @@ from services.edge.limits import Limiter, MemoryCounters, RedisCounters
 from services.edge.plan_cache import PlanCache
 from services.edge.proxy import InferenceProxy
 from services.edge.reload import ReloadRegistry
+from services.edge.response_store import ResponseStore
 from services.edge.routing import Planner
 from services.edge.settings import EdgeSettings
+from services.edge.system_prompt import SystemPrompts
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class EdgeRuntime:
     authenticator: Authenticator
     key_invalidation: KeyInvalidationListener | None
     limiter: Limiter
+    system_prompts: SystemPrompts
+    response_store: ResponseStore
     proxy: InferenceProxy = field(init=False)
     # Features register their `POST /reload/<name>` handlers here while opening (http-api §9).
     reloads: ReloadRegistry = field(default_factory=ReloadRegistry)
@@ -60,7 +64,10 @@ class EdgeRuntime:
             prices=self.prices,
             emit=self.sink.submit if self.sink is not None else None,
             limiter=self.limiter,
+            system_prompts=self.system_prompts,
+            response_store=self.response_store,
         )
+        self.reloads.register("system_prompt", self.system_prompts.reload)
 
     @classmethod
     async def open(cls, settings: EdgeSettings) -> EdgeRuntime:
@@ -72,6 +79,7 @@ class EdgeRuntime:
             else None
             for name in DEPENDENCIES
         }
+        system_prompts = SystemPrompts(settings.system_prompt_config)
         database = await connect(settings.database_url, settings.sqlite_path, lazy=True)
         sink = None
         if (addr := settings.dependency_addr("analytics")) is not None:
@@ -131,6 +139,8 @@ class EdgeRuntime:
             authenticator,
             key_invalidation,
             limiter=limiter,
+            system_prompts=system_prompts,
+            response_store=ResponseStore(database, settings.response_store_ttl_seconds),
         )
 
     async def close(self) -> None:

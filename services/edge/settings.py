@@ -61,6 +61,9 @@ class EdgeSettings(CommonSettings):
     pricing_config: Path | None = None
     catalog_path: Path | None = None
     trusted_proxies: str = "127.0.0.1/32,::1/128"
+    system_prompt_config: Path | None = None
+    response_store_ttl_seconds: int = Field(default=2_592_000, gt=0)
+    public_convert_internal_config: bool = False
     # Extension (not in the spec table): the SSE keep-alive interval, 15 s per http-api §3.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
 
@@ -70,6 +73,7 @@ class EdgeSettings(CommonSettings):
         "backends",
         "pricing_config",
         "catalog_path",
+        "system_prompt_config",
         mode="before",
     )
     @classmethod

@@ -14,6 +14,7 @@ from services.edge.runtime import EdgeRuntime
 ROUTES = [
     "/v1/chat/completions",
     "/v1/responses",
+    "/convert",
     "/status",
     "/health",
     "/_health/live",
@@ -58,6 +59,7 @@ def status_document(runtime: EdgeRuntime) -> dict[str, Any]:
                 "stats": sink.stats() if sink is not None else None,
             },
             "pricing": {"models_count": len(runtime.prices), "source": runtime.prices.source},
+            "system_prompt": runtime.system_prompts.status(),
             "limits": runtime.limiter.describe(),
         },
     }

@@ -50,6 +50,14 @@ class MockUpstream:
         await self._call("POST", "/_mock/reset")
 
 
+def mode_backends(mock: MockUpstream) -> str:
+    """`SIGNALBOX_BACKENDS` sending `chat-*` models to chat mode, `resp-*` to responses mode."""
+    return (
+        f"prefix=chat-,base={mock.base_url},mode=chat;"
+        f"prefix=resp-,base={mock.base_url},mode=responses"
+    )
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
