@@ -115,7 +115,7 @@ def generated_key_json(key: keys_pb2.GeneratedKey) -> dict[str, Any]:
     }
 
 
-def _issue_fields(body: GenerateBody) -> dict[str, Any]:
+def issue_fields(body: GenerateBody) -> dict[str, Any]:
     """The Generate/GenerateBatch fields a body sets; unset ones stay unset in proto3."""
     fields = body.model_dump(exclude_none=True, exclude={"rate_limit", "budget", "labels"})
     if body.rate_limit is not None:
@@ -168,14 +168,14 @@ async def list_keys(
 
 @router.post("/generate")
 async def generate(request: Request, body: GenerateBody) -> Response:
-    reply = await _call(_stub(request).Generate, keys_pb2.GenerateRequest(**_issue_fields(body)))
+    reply = await _call(_stub(request).Generate, keys_pb2.GenerateRequest(**issue_fields(body)))
     log.info("key generated via admin", extra={"key_id": reply.id})
     return json_response(generated_key_json(reply))
 
 
 @router.post("/generate_batch")
 async def generate_batch(request: Request, body: GenerateBatchBody) -> Response:
-    message = keys_pb2.GenerateBatchRequest(labels=body.labels, **_issue_fields(body))
+    message = keys_pb2.GenerateBatchRequest(labels=body.labels, **issue_fields(body))
     reply = await _call(_stub(request).GenerateBatch, message)
     log.info("keys generated via admin", extra={"count": len(reply.keys)})
     return json_response([generated_key_json(k) for k in reply.keys])
