@@ -320,8 +320,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # one broken target must not lose the others' figures
                 traceback.print_exc()
                 result["failures"][name] = f"{type(exc).__name__}: {exc}"
+                _shout(f"{name} NOT MEASURED: {result['failures'][name]}")
     over = overheads(records)
     result["headline"] = headline(records, over)
+    for name, why in result["failures"].items():  # a missing column says why, in the JSON too
+        result["headline"][name] = {"measured": False, "why": why}
     result["overhead_vs_direct"] = over
     result["runs"] = [r.model_dump() for r in records]
     result["meta"]["wall_s"] = round(time.monotonic() - started, 1)
@@ -349,6 +352,13 @@ def _meta(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     }
 
 
+def _shout(message: str) -> None:
+    """A failure nobody can scroll past: framed, on stdout and stderr."""
+    frame = "!" * min(100, len(message) + 8)
+    for stream in (sys.stdout, sys.stderr):
+        print(f"\n{frame}\n!!! {message}\n{frame}\n", file=stream, flush=True)
+
+
 def _print_summary(result: dict[str, Any]) -> None:
     print("\noverhead vs direct (ms; rps ratio):")
     for row in result["overhead_vs_direct"]:
@@ -361,7 +371,7 @@ def _print_summary(result: dict[str, Any]) -> None:
         )
     print("\nheadline:", orjson.dumps(result["headline"], option=orjson.OPT_INDENT_2).decode())
     for name, why in result["failures"].items():
-        print(f"FAILED {name}: {why}", file=sys.stderr)
+        _shout(f"FAILED {name}: {why}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
