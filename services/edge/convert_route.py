@@ -1,9 +1,9 @@
 """`POST /convert` (http-api §5): a Chat Completions body as the Responses body we would send.
 
 No client auth and no upstream call: it shows the §1 translation. With
-`include_internal_config=true` it also applies the operator's system prompt (api `responses`),
-which reveals internal config, so that needs the admin token unless
-`SIGNALBOX_PUBLIC_CONVERT_INTERNAL_CONFIG` is set.
+`include_internal_config=true` it also applies the operator's system prompt (api `responses`)
+and the MCP tools (flat, with `source`/`groups`), which reveal internal config, so that needs
+the admin token unless `SIGNALBOX_PUBLIC_CONVERT_INTERNAL_CONFIG` is set.
 """
 
 from __future__ import annotations
@@ -75,4 +75,7 @@ async def convert(request: Request) -> Response:
         if not runtime.settings.public_convert_internal_config:
             require_admin(request)
         converted = runtime.system_prompts.apply("responses", converted)
+        mcp = getattr(runtime, "mcp", None)  # absent when the edge runs without the MCP feature
+        if mcp is not None:
+            converted = mcp.merge("responses", converted, internal=True)
     return json_response(converted)
