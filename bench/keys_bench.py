@@ -2,7 +2,10 @@
 
 Starts `python -m services.keys` against a throwaway Postgres database and measures:
 uncached `Verify` round trips (VALID and unknown-id NOT_FOUND, p50/p99), Verify/s and
-Generate/s under concurrency. Run: `.venv/bin/python -m bench.keys_bench`.
+Generate/s under concurrency, and the edge's cached verification (the hot path: bearer
+parsing plus a `VerifiedKeyCache` hit inside `Authenticator.authenticate`).
+Targets (issue 5): cached verify ≤ 0.05 ms, uncached Verify p50 ≤ 2 ms, Generate ≥ 500/s.
+Run: `.venv/bin/python -m bench.keys_bench`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
@@ -24,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.grpc_client import open_channel
 from services.common.pb import keys_pb2, keys_pb2_grpc
+from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.keys.service import SERVICE_NAME
 
 PG_ADMIN_URL = os.environ.get(
@@ -36,6 +41,8 @@ VERIFY_SEQUENTIAL = 2000
 CONCURRENCY = 32
 CONCURRENT_CALLS = 4000
 GENERATE_CALLS = 2000
+CACHED_VERIFY_CALLS = 50_000
+TARGETS = {"cached_verify_ms": 0.05, "verify_valid_p50_ms": 2.0, "generate_per_second": 500.0}
 
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -91,6 +98,7 @@ async def _measure(addr: str) -> dict[str, object]:
             await generate()
         generated = [await generate() for _ in range(KEYS)]
         tokens = [g.token for g in generated]
+        verified = await stub.Verify(keys_pb2.VerifyRequest(token=tokens[0]))
         unknown = [f"sk_{uuid.uuid4().hex}.{t.split('.')[1]}" for t in tokens]
 
         def verify(pool: list[str]) -> Callable[[], Awaitable[object]]:
@@ -100,12 +108,52 @@ async def _measure(addr: str) -> dict[str, object]:
         not_found = await _timed_sequential(verify(unknown), VERIFY_SEQUENTIAL)
         generate_seq = await _timed_sequential(generate, GENERATE_CALLS // 4)
         return {
+            "cached_verify": await cached_verify(tokens[0], verified.key),
             "verify_valid": _percentiles(valid),
             "verify_not_found": _percentiles(not_found),
             "generate_sequential": _percentiles(generate_seq),
             "verify_per_second": await _rate(verify(tokens), CONCURRENT_CALLS, CONCURRENCY),
             "generate_per_second": await _rate(generate, GENERATE_CALLS, CONCURRENCY),
         }
+
+
+async def cached_verify(token: str, key: keys_pb2.KeyInfo) -> dict[str, float]:
+    """The edge's per-request cost for a key verified within `SIGNALBOX_KEYS_CACHE_MS`."""
+    cache = VerifiedKeyCache(ttl_ms=60_000)
+    cache.put(token, key)
+    auth = Authenticator("managed", None, cache)
+    header = f"Bearer {token}"
+    for _ in range(1000):
+        await auth.authenticate(header)
+    batches = []
+    per_batch = 1000
+    for _ in range(CACHED_VERIFY_CALLS // per_batch):
+        started = time.perf_counter()
+        for _ in range(per_batch):
+            await auth.authenticate(header)
+        batches.append((time.perf_counter() - started) * 1000 / per_batch)
+    return {
+        "p50_ms": round(statistics.median(batches), 5),
+        "mean_ms": round(statistics.fmean(batches), 5),
+    }
+
+
+def _targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    measured = {
+        "cached_verify_ms": result["cached_verify"]["p50_ms"],
+        "verify_valid_p50_ms": result["verify_valid"]["p50_ms"],
+        "generate_per_second": result["generate_per_second"],
+    }
+    return {
+        name: {
+            "target": target,
+            "measured": measured[name],
+            "met": measured[name] >= target
+            if name.endswith("per_second")
+            else measured[name] <= target,
+        }
+        for name, target in TARGETS.items()
+    }
 
 
 async def _admin(sql: str) -> None:
@@ -116,7 +164,7 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-async def run() -> dict[str, object]:
+async def run() -> dict[str, Any]:
     name = f"sbbench_{uuid.uuid4().hex[:12]}"
     await _admin(f'CREATE DATABASE "{name}"')
     addr = f"127.0.0.1:{PORT}"
@@ -137,12 +185,15 @@ async def run() -> dict[str, object]:
             process.terminate()
             await asyncio.wait_for(process.wait(), 30)
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    return {
+    result: dict[str, Any] = {
         "backend": "postgres",
         "concurrency": CONCURRENCY,
         "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         **figures,
     }
+    result["targets"] = _targets(result)
+    return result
 
 
 def _print_table(result: dict[str, object]) -> None:
@@ -153,6 +204,14 @@ def _print_table(result: dict[str, object]) -> None:
         print(f"{name:<28}{row['p50_ms']:>10}{row['p99_ms']:>10}{row['mean_ms']:>10}")
     print(f"{'verify/s (x' + str(CONCURRENCY) + ')':<28}{result['verify_per_second']:>10}")
     print(f"{'generate/s (x' + str(CONCURRENCY) + ')':<28}{result['generate_per_second']:>10}")
+    cached = result["cached_verify"]
+    assert isinstance(cached, dict)
+    print(f"{'cached verify (edge)':<28}{cached['p50_ms']:>10}{'':>10}{cached['mean_ms']:>10}")
+    targets = result["targets"]
+    assert isinstance(targets, dict)
+    for name, row in targets.items():
+        verdict = "met" if row["met"] else "MISSED"
+        print(f"target {name:<21} {row['measured']} vs {row['target']}: {verdict}")
 
 
 def main() -> None:
