@@ -252,6 +252,22 @@ def test_profiles_hold_the_optional_parts(services: dict[str, Any]) -> None:
     assert any(m.endswith(":/data/routing:ro") for m in job["volumes"])
 
 
+def test_knn_index_job_command_is_accepted_by_the_router_cli(services: dict[str, Any]) -> None:
+    """The job's argv parses with the real CLI and writes where the router serves from."""
+    from services.router.__main__ import _parser
+
+    job = services["knn-index"]
+    args = _parser().parse_args(job["command"][3:])
+    assert args.command == "build-index"
+    assert str(args.train).startswith("/data/routing/")
+    assert str(args.models).startswith("/data/routing/")
+    assert args.no_cache  # the root filesystem is read-only
+    router_index = services["router"]["environment"]["SIGNALBOX_KNN_INDEX_DIR"]
+    assert str(args.out) == router_index
+    assert any(m.endswith(f":{router_index}") for m in job["volumes"])
+    assert any(m.endswith(f":{router_index}") for m in services["router"]["volumes"])
+
+
 def test_nginx_gets_the_repo_template_and_every_placeholder(services: dict[str, Any]) -> None:
     nginx = services["nginx"]
     template = (REPO / "deploy" / "nginx" / "nginx.conf").read_text()

@@ -171,7 +171,9 @@ def test_router_ships_encoder_and_index_and_never_downloads(dockerfile: Dockerfi
     assert {c.flags().get("from") for c in copies} == {"knn_assets"}
     targets = {c.body().split()[-1] for c in copies}
     env = dockerfile.env("router")
-    assert env["SIGNALBOX_EMBEDDING_MODEL"].rstrip("/") + "/" in targets
+    # The router loads its encoder from SIGNALBOX_KNN_MODEL_DIR; the model *name* stays default.
+    assert env["SIGNALBOX_KNN_MODEL_DIR"].rstrip("/") + "/" in targets
+    assert "SIGNALBOX_EMBEDDING_MODEL" not in env
     assert env["SIGNALBOX_KNN_INDEX_DIR"].rstrip("/") + "/" in targets
     assert env["HF_HUB_OFFLINE"] == "1"
     checks = " ".join(i.args for i in dockerfile.stage("router").all("RUN"))
