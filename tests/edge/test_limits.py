@@ -230,3 +230,46 @@ async def test_scope_refusal_names_the_scope_before_limits_count(
     error = assert_error(wrong_api, 403, "insufficient_scope", "permission_error")
     assert "api:responses" in error["message"]
     assert allowed.headers["x-ratelimit-remaining-requests"] == "4"
+
+
+async def test_remaining_budget_caps_the_routers_budget() -> None:
+    from services.common.pb import router_pb2
+    from services.common.pricing import PriceTable
+    from services.edge.limits import Limiter, MemoryCounters
+    from services.edge.limits.store import Charge
+
+    limiter = Limiter(
+        MemoryCounters(),
+        "t:",
+        PriceTable.load(None, None),
+        rate_fail_open=True,
+        budget_fail_open=False,
+        clock=lambda: FIXED_NOW,
+    )
+    key = keys_pb2.KeyInfo(id="a" * 32, budget=keys_pb2.KeyBudget(limit_micro=1000, period="day"))
+    spent_key = f"t:budget:{key.id}:{budget_window(FIXED_NOW, 'day').suffix}"
+    await limiter.store.charge([Charge(spent_key, 300, 100)])
+    plain = router_pb2.RouteRequest()
+    lower_header = router_pb2.RouteRequest(budget=router_pb2.Budget(amount_micro=500))
+    higher_header = router_pb2.RouteRequest(budget=router_pb2.Budget(amount_micro=900))
+    for request in (plain, lower_header, higher_header):
+        assert await limiter.admit(key, request) is not None
+    assert plain.budget.amount_micro == 700 and plain.budget.currency == "USD"
+    assert lower_header.budget.amount_micro == 500
+    assert higher_header.budget.amount_micro == 700
+    assert await limiter.admit(None, plain) is None
+    assert await limiter.admit(keys_pb2.KeyInfo(id="b" * 32), plain) is None
+
+
+def test_windows_are_utc_minutes_days_and_months() -> None:
+    leap_day = 1_709_164_800.0 + 3600  # 2024-02-29T01:00:00Z
+    minute = minute_window(leap_day + 12.5)
+    assert minute.suffix == str(int(leap_day // 60)) and minute.retry_after == 48
+    day = budget_window(leap_day, "day")
+    assert day.suffix == "20240229" and day.retry_after == 23 * 3600
+    assert day.ttl_s == 2 * 86_400
+    month = budget_window(leap_day, "month")
+    assert month.suffix == "202402" and month.retry_after == 23 * 3600
+    assert month.ttl_s == 30 * 86_400  # 29 days of February + 1
+    assert budget_window(1_735_689_599.0, "month").suffix == "202412"  # 2024-12-31T23:59:59Z
+    assert budget_window(1_735_689_599.0, "month").retry_after == 1
