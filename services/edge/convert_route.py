@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from services.edge.admin import require_admin
 from services.edge.codec import translation_error
-from services.edge.errors import ApiError, invalid_request, json_response
+from services.edge.errors import invalid_request, json_response
+from services.edge.proxy import parse_body, read_body
 from services.edge.translate import TranslationError, chat_to_responses_request
 
 router = APIRouter()
@@ -26,18 +26,6 @@ _TRUE = ("1", "true", "yes", "on")
 
 def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").strip().lower() in _TRUE
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "invalid_json", "Request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise invalid_request("Request body must be a JSON object")
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise invalid_request("'messages' must be a non-empty array", "messages")
-    return body
 
 
 def convert_chat_body(
@@ -63,7 +51,8 @@ def convert_chat_body(
 
 @router.post("/convert")
 async def convert(request: Request) -> Response:
-    body = _parse(await request.body())
+    runtime = request.app.state.runtime
+    body = parse_body(await read_body(request, runtime.settings.max_body_bytes), "chat")
     query = request.query_params
     converted = convert_chat_body(
         body,
@@ -71,7 +60,6 @@ async def convert(request: Request) -> Response:
         previous_response_id=query.get("previous_response_id") or None,
     )
     if _flag(request, "include_internal_config"):
-        runtime = request.app.state.runtime
         if not runtime.settings.public_convert_internal_config:
             require_admin(request)
         converted = runtime.system_prompts.apply("responses", converted)

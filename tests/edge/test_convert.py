@@ -107,3 +107,4 @@ async def test_public_internal_config_flag(make_edge: EdgeFactory, tmp_path: Pat
     assert response.status_code == 200
     assert [i["role"] for i in response.json()["input"]] == ["system", "user"]
     assert response.json()["input"][0]["content"] == "G"
+
