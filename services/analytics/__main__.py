@@ -8,6 +8,7 @@ from services.analytics.app import AnalyticsApp
 from services.analytics.settings import AnalyticsSettings
 from services.common.grpc_server import run_until_signal
 from services.common.logging import configure_logging
+from services.common.tracing import process_telemetry
 
 
 async def serve(settings: AnalyticsSettings) -> None:
@@ -19,7 +20,8 @@ async def serve(settings: AnalyticsSettings) -> None:
 def main() -> None:
     settings = AnalyticsSettings()
     configure_logging("analytics", settings.log_level)
-    asyncio.run(serve(settings))
+    with process_telemetry("analytics", settings.analytics_metrics_bind):
+        asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

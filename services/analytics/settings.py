@@ -13,6 +13,7 @@ class AnalyticsSettings(CommonSettings):
     """Bind address, retention, pricing sources and the background task periods."""
 
     analytics_bind: str = "0.0.0.0:50053"
+    analytics_metrics_bind: str = "0.0.0.0:9183"  # Prometheus `GET /metrics`; `off` disables
     # Unset keeps events forever.
     analytics_retention_seconds: PositiveInt | None = None
     # How often the retention sweep runs (extension, not in the spec table).

@@ -13,7 +13,8 @@ Counters other features increment (import the object, call `.labels(...).inc()`)
 - `FEEDBACK_DROPPED.inc()` — a routing feedback item that could not be delivered.
 - `KEY_CACHE.labels(result="hit"|"miss").inc()` — the edge's verified-key cache.
 
-Gauges read at scrape time use `Gauge.set_function` or a collector (see services/edge/telemetry).
+Edge-only gauges (in-flight requests, active streams, analytics queue and spool) live in
+services/edge/telemetry.py.
 `serve_metrics(bind)` exposes the registry on its own HTTP port for the gRPC services.
 """
 
@@ -100,9 +101,6 @@ KEY_VERIFY = Histogram(
     "signalbox_key_verify_seconds", "Keys.Verify round trips (cache misses)",
     buckets=FAST_BUCKETS,
 )  # fmt: skip
-
-INFLIGHT = Gauge("signalbox_inflight_requests", "Inference requests being handled")
-ACTIVE_STREAMS = Gauge("signalbox_active_streams", "SSE responses being relayed")
 
 # -- router ---------------------------------------------------------------------------------
 PLAN_CACHE = Counter("signalbox_plan_cache", "Plan cache lookups", ["result"])

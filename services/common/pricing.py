@@ -267,6 +267,10 @@ class PriceTable:
     def __len__(self) -> int:
         return len(self._prices)
 
+    def __contains__(self, model_id: object) -> bool:
+        """Whether `model_id` has its own entry (metrics label only known models)."""
+        return model_id in self._prices
+
     def lookup(self, model_id: str) -> PriceMatch:
         exact = self._prices.get(model_id)
         if exact is not None:

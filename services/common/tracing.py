@@ -433,3 +433,17 @@ class TelemetryServerInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(serve, **kwargs)
         serve = _wrap_stream_response(method, handler.stream_stream)
         return grpc.stream_stream_rpc_method_handler(serve, **kwargs)
+
+
+@contextmanager
+def process_telemetry(service: str, metrics_bind: str | None = None) -> Iterator[None]:
+    """For a service's `main`: tracing per OTEL_*, the metrics port per `metrics_bind`, both
+    flushed and closed when the process is done."""
+    configure_tracing(service)
+    server = metrics.serve_metrics(metrics_bind, service) if metrics_bind is not None else None
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+        shutdown()

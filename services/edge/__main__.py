@@ -67,6 +67,7 @@ def main() -> None:
         sys.exit(1)
     configure_logging("edge", settings.log_level)
     # Imported only now so a configuration error exits before the app's heavy imports.
+    from services.common.tracing import process_telemetry
     from services.edge.app import create_app
 
     host, port = split_bind(settings.edge_bind)
@@ -81,7 +82,8 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = _DrainingServer(config, app.state.lifecycle)
-    server.run()
+    with process_telemetry("edge"):  # tracing per OTEL_*; metrics are the app's GET /metrics
+        server.run()
     if not server.started:
         sys.exit(1)
 

@@ -32,6 +32,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from services.common import tracing
 from services.common.grpc_client import open_channel
 from services.common.pb import analytics_pb2, analytics_pb2_grpc
 
@@ -376,9 +377,10 @@ class AnalyticsSink:
         if self._stub is None:  # closed without ever starting: everything goes to the spool
             return False
         try:
-            ack = await self._stub.Ingest(
-                iter([analytics_pb2.EventBatch(events=messages)]), timeout=self._send_timeout
-            )
+            with tracing.batch_span("analytics ingest", [m.id for m in messages]):
+                ack = await self._stub.Ingest(
+                    iter([analytics_pb2.EventBatch(events=messages)]), timeout=self._send_timeout
+                )
         except grpc.aio.AioRpcError as exc:
             self._counters.send_failures += 1
             log.warning(

@@ -18,6 +18,7 @@ from services.edge.convert_route import router as convert_router
 from services.edge.errors import install_error_handlers, json_response
 from services.edge.health import readiness_checks
 from services.edge.lifecycle import Lifecycle
+from services.edge.metrics_route import router as metrics_router
 from services.edge.middleware import EdgeMiddleware
 from services.edge.reload import router as reload_router
 from services.edge.runtime import EdgeRuntime
@@ -56,6 +57,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     # Feature routers: one module per surface, each included here.
     app.include_router(reload_router)
+    app.include_router(metrics_router)
     app.include_router(convert_router)
     app.include_router(keys_admin_router)
 

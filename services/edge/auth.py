@@ -16,6 +16,7 @@ from typing import Literal
 
 import grpc
 
+from services.common import metrics
 from services.common.pb import keys_pb2, keys_pb2_grpc
 from services.edge.errors import ApiError
 from services.keys.tokens import parse_token
@@ -144,6 +145,7 @@ class Authenticator:
 
     async def _verify(self, token: str) -> keys_pb2.KeyInfo:
         cached = self._cache.get(token)
+        metrics.KEY_CACHE.labels("miss" if cached is None else "hit").inc()
         if cached is not None:
             return cached
         if self._stub is None:
@@ -151,9 +153,10 @@ class Authenticator:
         if parse_token(token) is None:  # cannot be valid: no gRPC call, no lookup
             raise ApiError(401, "invalid_api_key", "Invalid API key")
         try:
-            reply = await self._stub.Verify(
-                keys_pb2.VerifyRequest(token=token), timeout=VERIFY_TIMEOUT_S
-            )
+            with metrics.KEY_VERIFY.time():
+                reply = await self._stub.Verify(
+                    keys_pb2.VerifyRequest(token=token), timeout=VERIFY_TIMEOUT_S
+                )
         except grpc.aio.AioRpcError as exc:
             log.warning("keys service call failed", extra={"grpc_status": exc.code().name})
             raise _keys_unavailable("Key service unavailable") from None

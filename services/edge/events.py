@@ -109,6 +109,7 @@ class RequestRecord:
     upstream_sent_at: float | None = None
     upstream_done_at: float | None = None
     usage: Usage | None = None
+    span: Any = None  # the request's trace span while tracing is on (services/edge/telemetry)
     limits: Admission | None = None  # what the key's rate limits reserved (limits.py)
 
     def mark_sent(self, size: int) -> None:

@@ -11,6 +11,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.logging import request_id_var
 from services.edge.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class EdgeMiddleware:
         header = _header(scope, b"x-request-id")
         request_id = request_id_from(header)
         scope.setdefault("state", {})["request_id"] = request_id
+        rid_token = request_id_var.set(request_id)  # on every log line of this request
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -62,6 +64,8 @@ class EdgeMiddleware:
                 raise
             response = ApiError(500, "internal_error", "Internal server error").to_response()
             await response(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(rid_token)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

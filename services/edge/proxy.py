@@ -32,6 +32,7 @@ from services.edge.route_request import build_route_request, parse_routing_heade
 from services.edge.routing import Planner, PlanResult
 from services.edge.settings import EdgeSettings, IpNetwork
 from services.edge.system_prompt import SystemPrompts
+from services.edge.telemetry import EdgeTelemetry
 from services.edge.translate import SSEParser, SSEProtocolError, TranslationError
 from services.edge.upstream import (
     AttemptFailed,
@@ -54,7 +55,6 @@ SSE_HEADERS = {
 }
 KEEP_ALIVE = b": keep-alive\n\n"
 CLIENT_DISCONNECTED = "client_disconnected"
-_FORWARDED_TRACE_HEADERS = ("traceparent", "tracestate")
 _RESERVED_UPSTREAM_HEADERS = frozenset(
     {"authorization", "content-type", "content-length", "host", "accept"}
 )
@@ -295,6 +295,11 @@ class InferenceProxy:
         self.emit = emit
         self._trusted = settings.trusted_networks
         self.inflight = 0
+        self.telemetry = EdgeTelemetry(
+            prices,
+            metrics_enabled=settings.metrics_enabled,
+            request_log_enabled=settings.request_log,
+        )
 
     async def handle(self, request: Request, api: Api) -> Response:
         record = RequestRecord(
@@ -306,6 +311,7 @@ class InferenceProxy:
         )
         self.inflight += 1
         streaming = False
+        scope = self.telemetry.begin(record, request.headers)
         try:
             response = await self._handle(request, api, record)
             streaming = isinstance(response, _RelayResponse)
@@ -319,6 +325,7 @@ class InferenceProxy:
                 ApiError(500, "internal_error", "Internal server error"), record
             )
         finally:
+            self.telemetry.leave(scope)
             if not streaming:
                 self.inflight -= 1
 
@@ -333,6 +340,7 @@ class InferenceProxy:
     def _finish(self, record: RequestRecord) -> None:
         """Stamp the end time and hand the event to the sink (which never blocks)."""
         record.finished_at = record.finished_at or time.perf_counter()
+        self.telemetry.finish(record)
         if self._limits is not None:
             self._limits.settle(record)
         if self.emit is None:
@@ -366,6 +374,7 @@ class InferenceProxy:
             privacy_mode=self._settings.router_privacy_mode,
             key=auth.key,
         )
+        self.telemetry.before_plan(route_request, body)
         record.input_tokens = route_request.estimates.prompt_tokens
         if self._limits is not None:
             record.limits = await self._limits.admit(auth.key, route_request)
@@ -402,7 +411,7 @@ class InferenceProxy:
     ) -> Response:
         stream = record.stream
         prepared: dict[int, tuple[Codec, bool]] = {}
-        trace = {h: request.headers[h] for h in _FORWARDED_TRACE_HEADERS if h in request.headers}
+        trace = self.telemetry.upstream_trace_headers(request.headers)
 
         def build(target: Target) -> tuple[str, bytes, Mapping[str, str]]:
             codec = codec_for(api, target.mode)
@@ -564,8 +573,10 @@ class InferenceProxy:
             if turn is None
             else lambda done: turn.finish(opened.target, done.response, _plan_token(record)),
         )
+        self.telemetry.stream_opened()
         return _RelayResponse(session, headers)
 
     def _stream_closed(self, record: RequestRecord) -> None:
         self.inflight -= 1
+        self.telemetry.stream_closed()
         self._finish(record)

@@ -66,6 +66,9 @@ class EdgeSettings(CommonSettings):
     public_convert_internal_config: bool = False
     # Extension (not in the spec table): the SSE keep-alive interval, 15 s per http-api §3.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # Observability: `GET /metrics` and the one JSON line per request (services/edge/telemetry).
+    metrics_enabled: bool = True
+    request_log: bool = True
 
     @field_validator(
         "admin_token",

@@ -7,6 +7,7 @@ import logging
 
 from services.common.grpc_server import run_until_signal
 from services.common.logging import configure_logging
+from services.common.tracing import process_telemetry
 from services.keys.app import KeysApp
 from services.keys.settings import KeysSettings
 
@@ -27,7 +28,8 @@ async def serve(settings: KeysSettings) -> None:
 def main() -> None:
     settings = KeysSettings()
     configure_logging("keys", settings.log_level)
-    asyncio.run(serve(settings))
+    with process_telemetry("keys", settings.keys_metrics_bind):
+        asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ class KeysSettings(CommonSettings):
     """Bind address, expiry policy and the database health probe period."""
 
     keys_bind: str = "0.0.0.0:50052"
+    keys_metrics_bind: str = "0.0.0.0:9182"  # Prometheus `GET /metrics`; `off` disables
     keys_require_expiration: bool = False
     keys_allow_no_expiration: bool = False
     keys_default_ttl_seconds: PositiveInt | None = None

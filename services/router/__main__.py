@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.common.grpc_server import run_until_signal
 from services.common.logging import configure_logging
+from services.common.tracing import process_telemetry
 from services.router.app import RouterApp
 from services.router.catalog import ConfigError
 from services.router.knn_scorer.cli import register as register_knn_commands
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("router", settings.log_level)
     if args.command in (None, "serve"):
         try:
-            asyncio.run(serve(settings))
+            with process_telemetry("router", settings.router_metrics_bind):
+                asyncio.run(serve(settings))
         except ConfigError as exc:
             log.error("invalid routing config; not starting", extra={"error": str(exc)})
             print(f"signalbox-router: invalid routing config: {exc}", file=sys.stderr)

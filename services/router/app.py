@@ -11,6 +11,7 @@ import uvicorn
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp
 
+from services.common import metrics
 from services.common.config import split_bind
 from services.common.grpc_server import GrpcServer
 from services.router.grpc_api import SERVICE_NAMES, add_router_services
@@ -130,6 +131,7 @@ class RouterApp:
             knn_scorer=scorer,
             knn_loader=loader,
         )
+        metrics.KNN_INDEX_SIZE.set_function(self.service.knn_examples)
         self.grpc = GrpcServer(
             s.router_bind,
             SERVICE_NAMES,

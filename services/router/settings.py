@@ -18,6 +18,7 @@ class RouterSettings(CommonSettings):
 
     router_bind: str = "0.0.0.0:50051"
     router_http_bind: str = "0.0.0.0:8090"
+    router_metrics_bind: str = "0.0.0.0:9181"  # Prometheus `GET /metrics`; `off` disables
     router_aliases: Path | None = None
     catalog_path: Path | None = None
     backends: str | None = None

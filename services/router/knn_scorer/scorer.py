@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from services.common import metrics
 from services.common.pb import router_pb2
 from services.router.config_models import KnnAlias
 from services.router.knn import Candidate, KnnDecision, KnnQuery
@@ -177,6 +178,8 @@ class LearnedKnnScorer:
         params = self.method.params(query.entry)
         neighbours = self.neighbours(vector, self.method.search_k(params))
         searched = time.perf_counter()
+        metrics.KNN_EMBED.observe(embedded - started)
+        metrics.KNN_SEARCH.observe(searched - embedded)
         scored, calibrated = self.score(text, neighbours, query.candidates, query.lam, params)
         timings = {
             "embed": round((embedded - started) * 1000, 3),
