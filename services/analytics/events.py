@@ -26,38 +26,48 @@ class InvalidEvent(ValueError):
     """An event that can never be stored; the whole batch is refused, nothing is written."""
 
 
+# How `message_to_document` reads each field kind.
+_PLAIN, _OPTIONAL, _MESSAGE, _MESSAGES, _REPEATED, _MAP = range(6)
+
+
+def _kind(field: FieldDescriptor) -> int:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _MAP
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return _MESSAGES if field.is_repeated else _MESSAGE
+    if field.is_repeated:
+        return _REPEATED
+    return _OPTIONAL if field.has_presence else _PLAIN
+
+
 @cache
-def _shape(descriptor: Descriptor) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Per message type: the all-absent document and the names of its repeated fields."""
-    empty: dict[str, Any] = {}
-    repeated: list[str] = []
-    for field in descriptor.fields:
-        if field.is_repeated:
-            repeated.append(field.name)
-        else:
-            empty[field.name] = None if field.has_presence else field.default_value
-    return empty, tuple(repeated)
+def _plan(descriptor: Descriptor) -> tuple[tuple[str, int], ...]:
+    """Per message type, once: each field's name and kind, in declaration order."""
+    return tuple((field.name, _kind(field)) for field in descriptor.fields)
 
 
 def message_to_document(message: Message) -> dict[str, Any]:
-    """Every field present: unset optional fields and sub-messages are `None`, repeated are `[]`.
+    """Every field present: unset optional fields and sub-messages are `None`, repeated are `[]`,
+    maps are objects (with scalar values, the only kind our protos use).
 
-    Unlike `json_format.MessageToDict`, 64-bit integers stay numbers (Routiium's JSON).
+    Unlike `json_format.MessageToDict`, 64-bit integers stay numbers (Routiium's JSON). This
+    runs for every ingested event, so it walks a cached per-type plan with one C call per field.
     """
-    empty, repeated = _shape(message.DESCRIPTOR)
-    document = dict(empty)
-    for name in repeated:
-        document[name] = []
-    for field, value in message.ListFields():
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.is_repeated:
-                document[field.name] = [message_to_document(item) for item in value]
-            else:
-                document[field.name] = message_to_document(value)
-        elif field.is_repeated:
-            document[field.name] = list(value)
+    has = message.HasField
+    document: dict[str, Any] = {}
+    for name, kind in _plan(message.DESCRIPTOR):
+        if kind == _OPTIONAL:
+            document[name] = getattr(message, name) if has(name) else None
+        elif kind == _PLAIN:
+            document[name] = getattr(message, name)
+        elif kind == _MESSAGE:
+            document[name] = message_to_document(getattr(message, name)) if has(name) else None
+        elif kind == _REPEATED:
+            document[name] = list(getattr(message, name))
+        elif kind == _MAP:
+            document[name] = dict(getattr(message, name))
         else:
-            document[field.name] = value
+            document[name] = [message_to_document(item) for item in getattr(message, name)]
     return document
 
 

@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
+from services.analytics import rollup
 from services.analytics.events import COLUMNS, StoredEvent
 from services.common.db import Connection, Database, Migration, migrate
 
@@ -18,6 +21,11 @@ COMPONENT = "analytics"
 STAGING = "analytics_events_staging"
 RETENTION_BATCH = 5000
 EXPORT_PAGE = 1000
+# Up to this many durations in a window, p50/p95 are exact (a sort of the raw rows); above it
+# they come from the per-minute histogram (within half a bin, ~0.5 %).
+EXACT_PERCENTILE_MAX = 50_000
+# Concurrent batches upsert the same roll-up rows; Postgres may pick one as a deadlock victim.
+DEADLOCK_RETRIES = 5
 
 MIGRATIONS = (
     Migration(
@@ -65,6 +73,7 @@ MIGRATIONS = (
         CREATE INDEX analytics_events_timestamp_idx ON analytics_events (timestamp, id);
         """,
     ),
+    Migration(2, postgres=rollup.postgres_migration(), sqlite=rollup.sqlite_migration()),
 )
 
 _COLS = ", ".join(COLUMNS)
@@ -148,7 +157,17 @@ class EventStore:
         return accepted, len(rows) - accepted
 
     async def _ingest_postgres(self, rows: list[tuple[Any, ...]]) -> int:
-        """COPY into a per-connection staging table, then one conflict-tolerant INSERT … SELECT."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                return await self._copy_insert(rows)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _copy_insert(self, rows: list[tuple[Any, ...]]) -> int:
+        """COPY into a per-connection staging table, then one conflict-tolerant INSERT … SELECT
+        (whose statement trigger rolls up exactly the rows it inserted)."""
         assert self.db.pool is not None
         async with self.db.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -164,14 +183,13 @@ class EventStore:
         return int(status.rsplit(" ", 1)[-1])
 
     async def _ingest_sqlite(self, rows: list[tuple[Any, ...]]) -> int:
-        params = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
+        """The cursor's rowcount counts inserted events only (not the roll-up trigger's rows)."""
+        params = ", ".join(f"?{i}" for i in range(1, len(COLUMNS) + 1))
         async with self.db.transaction() as conn:
-            before = await conn.fetchval("SELECT total_changes()")
-            await conn.executemany(
+            cursor = await conn.raw.executemany(  # type: ignore[attr-defined]
                 f"INSERT OR IGNORE INTO analytics_events ({_COLS}) VALUES ({params})", rows
             )
-            after = await conn.fetchval("SELECT total_changes()")
-        return int(after) - int(before)
+            return int(cursor.rowcount)
 
     async def recent(self, window: Window, limit: int) -> list[str]:
         """Stored documents, newest first."""
@@ -206,15 +224,18 @@ class EventStore:
             after = (rows[-1]["timestamp"], rows[-1]["id"])
 
     async def count(self) -> int:
-        return int(await self.db.fetchval("SELECT count(*) FROM analytics_events"))
+        """From the roll-ups (exact, kept by triggers): no scan of the events."""
+        total = await self.db.fetchval("SELECT coalesce(sum(requests), 0) FROM analytics_rollup")
+        return int(total)
 
     async def clear(self) -> None:
-        sql = (
-            "TRUNCATE analytics_events"
-            if self.db.dialect == "postgres"
-            else ("DELETE FROM analytics_events")
-        )
-        await self.db.execute(sql)
+        tables = ("analytics_events", "analytics_rollup", "analytics_duration_hist")
+        if self.db.dialect == "postgres":
+            await self.db.execute("TRUNCATE " + ", ".join(tables))
+            return
+        async with self.db.transaction() as conn:
+            for table in tables:
+                await conn.execute(f"DELETE FROM {table}")
 
     async def delete_older_than(self, cutoff: float) -> int:
         """Batched, so a large backlog never holds one long lock over the whole table."""
@@ -230,56 +251,63 @@ class EventStore:
                 )
             deleted += n
             if n < RETENTION_BATCH:
-                return deleted
+                break
+        if deleted:
+            for sql in rollup.PRUNE_EMPTY:
+                await self.db.execute(sql)
+        return deleted
 
     async def aggregate(self, window: Window) -> Aggregate:
-        bounds = window.bounds
-        row = await self.db.fetchrow(
-            "SELECT count(*) AS total_requests,"
-            " CAST(coalesce(sum(CASE WHEN success THEN 1 ELSE 0 END), 0) AS BIGINT)"
-            "   AS successful_requests,"
-            " CAST(coalesce(sum(prompt_tokens), 0) AS BIGINT) AS total_input_tokens,"
-            " CAST(coalesce(sum(completion_tokens), 0) AS BIGINT) AS total_output_tokens,"
-            " CAST(coalesce(sum(cached_tokens), 0) AS BIGINT) AS total_cached_tokens,"
-            " CAST(coalesce(sum(reasoning_tokens), 0) AS BIGINT) AS total_reasoning_tokens,"
-            " avg(duration_ms) AS avg_duration_ms,"
-            " avg(tokens_per_second) AS avg_tokens_per_second,"
-            " coalesce(sum(total_cost), 0) AS total_cost,"
-            " CAST(coalesce(sum(CASE WHEN fallback_used THEN 1 ELSE 0 END), 0) AS BIGINT)"
-            "   AS fallbacks_used"
-            f" FROM analytics_events WHERE {_WINDOW}",
-            *bounds,
-        )
-        assert row is not None
-        result = Aggregate(**{k: v for k, v in row.items()})
-        if result.total_requests == 0:
-            return result
-        for key, count, cost in await self._group(bounds, "model_key"):
-            result.models_used[key] = count
-            if cost is not None:
-                result.cost_by_model[key] = cost
-        for column, target in (
-            ("endpoint", result.endpoints_hit),
-            ("backend", result.backends_used),
-            ("strategy", result.strategies_used),
-        ):
-            target.update({key: count for key, count, _ in await self._group(bounds, column)})
-        result.p50_duration_ms, result.p95_duration_ms = await self._duration_percentiles(bounds)
+        """Whole minutes from the roll-ups, the partial minutes at the edges from the events."""
+        split = rollup.Split.of(*window.bounds)
+        groups = await self.db.fetch(rollup.window_rollup_sql(), *split.args)
+        result = Aggregate()
+        sums: dict[str, float] = {name: 0 for name, _ in rollup.SUMS}
+        for group in groups:
+            requests = int(group["requests"] or 0)
+            if requests <= 0:
+                continue
+            for name in sums:
+                sums[name] += group[name] or 0
+            if group["model_key"]:
+                model = group["model_key"]
+                result.models_used[model] = result.models_used.get(model, 0) + requests
+                if group["cost_n"]:
+                    cost = result.cost_by_model.get(model, 0.0) + group["cost_sum"]
+                    result.cost_by_model[model] = cost
+            for column, target in (
+                ("endpoint", result.endpoints_hit),
+                ("backend", result.backends_used),
+                ("strategy", result.strategies_used),
+            ):
+                if group[column]:
+                    target[group[column]] = target.get(group[column], 0) + requests
+        result.total_requests = int(sums["requests"])
+        result.successful_requests = int(sums["successes"])
+        result.fallbacks_used = int(sums["fallbacks"])
+        result.total_input_tokens = int(sums["prompt_tokens"])
+        result.total_output_tokens = int(sums["completion_tokens"])
+        result.total_cached_tokens = int(sums["cached_tokens"])
+        result.total_reasoning_tokens = int(sums["reasoning_tokens"])
+        result.total_cost = float(sums["cost_sum"])
+        if sums["duration_n"]:
+            result.avg_duration_ms = sums["duration_sum"] / sums["duration_n"]
+        if sums["tps_n"]:
+            result.avg_tokens_per_second = sums["tps_sum"] / sums["tps_n"]
+        if sums["duration_n"]:
+            result.p50_duration_ms, result.p95_duration_ms = await self._duration_percentiles(
+                split, int(sums["duration_n"])
+            )
         return result
 
-    async def _group(
-        self, bounds: tuple[float, float], column: str
-    ) -> list[tuple[str, int, float | None]]:
-        rows = await self.db.fetch(
-            f"SELECT {column} AS k, count(*) AS n, sum(total_cost) AS cost"
-            f" FROM analytics_events WHERE {_WINDOW} AND {column} IS NOT NULL GROUP BY {column}",
-            *bounds,
-        )
-        return [(row["k"], int(row["n"]), row["cost"]) for row in rows]
-
     async def _duration_percentiles(
-        self, bounds: tuple[float, float]
+        self, split: rollup.Split, count: int
     ) -> tuple[float | None, float | None]:
+        if count > EXACT_PERCENTILE_MAX:
+            rows = await self.db.fetch(rollup.window_hist_sql(self.db.dialect), *split.args)
+            bins = [(int(row["bin"]), int(row["n"])) for row in rows if row["n"]]
+            return rollup.hist_percentile(bins, 0.5), rollup.hist_percentile(bins, 0.95)
+        bounds = (split.lo, split.hi)
         if self.db.dialect == "postgres":
             row = await self.db.fetchrow(
                 "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50,"

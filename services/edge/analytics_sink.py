@@ -470,8 +470,9 @@ class AnalyticsSink:
                 encoded = await self._encode_all(chunk)
                 if encoded and not await self._send([message for _, message in encoded]):
                     return False
-            await asyncio.to_thread(self._spool.remove, path)
+            # Counted before the file goes, so "no segment left" implies "counted" to observers.
             self._counters.replayed_events += len(events)
+            await asyncio.to_thread(self._spool.remove, path)
             log.info("spool segment replayed", extra={"segment": path.name, "events": len(events)})
         return True
 

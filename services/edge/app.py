@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
+from services.edge.admin_analytics import router as analytics_admin_router
 from services.edge.admin_keys import router as keys_admin_router
 from services.edge.convert_route import router as convert_router
 from services.edge.errors import install_error_handlers, json_response
@@ -57,6 +58,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     # Feature routers: one module per surface, each included here.
     app.include_router(reload_router)
+    app.include_router(analytics_admin_router)
     app.include_router(metrics_router)
     app.include_router(convert_router)
     app.include_router(keys_admin_router)
