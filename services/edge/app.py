@@ -21,6 +21,7 @@ from services.edge.health import readiness_checks
 from services.edge.lifecycle import Lifecycle
 from services.edge.metrics_route import router as metrics_router
 from services.edge.middleware import EdgeMiddleware
+from services.edge.models_route import router as models_router
 from services.edge.reload import router as reload_router
 from services.edge.runtime import EdgeRuntime
 from services.edge.settings import EdgeSettings
@@ -58,6 +59,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     # Feature routers: one module per surface, each included here.
     app.include_router(reload_router)
+    app.include_router(models_router)
     app.include_router(analytics_admin_router)
     app.include_router(metrics_router)
     app.include_router(convert_router)

@@ -29,7 +29,7 @@ from services.edge.limits import Limiter
 from services.edge.plan_apply import apply_plan, enforce_plan
 from services.edge.response_store import ResponseStore, ResponseTurn
 from services.edge.route_request import build_route_request, parse_routing_headers
-from services.edge.routing import Planner, PlanResult
+from services.edge.routing import Planner, PlanResult, in_scope_targets
 from services.edge.settings import EdgeSettings, IpNetwork
 from services.edge.system_prompt import SystemPrompts
 from services.edge.telemetry import EdgeTelemetry
@@ -295,6 +295,8 @@ class InferenceProxy:
         self.emit = emit
         self._trusted = settings.trusted_networks
         self.inflight = 0
+        # Called with every finished request (after its end time is stamped), e.g. RouteFeedback.
+        self.finish_hooks: list[Callable[[RequestRecord], None]] = []
         self.telemetry = EdgeTelemetry(
             prices,
             metrics_enabled=settings.metrics_enabled,
@@ -340,6 +342,8 @@ class InferenceProxy:
     def _finish(self, record: RequestRecord) -> None:
         """Stamp the end time and hand the event to the sink (which never blocks)."""
         record.finished_at = record.finished_at or time.perf_counter()
+        for hook in self.finish_hooks:
+            hook(record)
         self.telemetry.finish(record)
         if self._limits is not None:
             self._limits.settle(record)
@@ -382,6 +386,7 @@ class InferenceProxy:
         enforce_plan(record.plan.plan, api, record.input_tokens)
         client_body = apply_plan(api, body, record.plan.plan)
         targets = [t for t in plan_targets(record.plan.plan) if t.mode != "bedrock"]
+        targets = in_scope_targets(targets, auth.key.scopes if auth.key else None)
         if turn is not None:
             targets = turn.pin(targets)
         if not targets:

@@ -20,6 +20,8 @@ from services.common.backends import BackendRule, local_plan
 from services.common.pb import router_pb2, router_pb2_grpc
 from services.edge.errors import ApiError
 from services.edge.plan_cache import PlanCache, parse_invalidate_header, plan_cache_key
+from services.edge.upstream import Target
+from services.keys.scopes import model_allowed
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,15 @@ def route_error_to_api(error: router_pb2.RouteError) -> ApiError:
     message = error.message if error.HasField("message") else error.code
     param = "model" if code == "model_not_found" else None
     return ApiError(status, code, message, param=param, retry_after=retry_after)
+
+
+def in_scope_targets(targets: Sequence[Target], scopes: Sequence[str] | None) -> list[Target]:
+    """The primary plus the fallbacks the key's `models:` scopes admit.
+
+    The primary serves the model the key was checked against; a fallback to a model the key
+    may not use is skipped rather than silently widening what the key can reach.
+    """
+    return [t for t in targets if t.fallback_index is None or model_allowed(scopes, t.model_id)]
 
 
 def _typed_error(exc: grpc.aio.AioRpcError) -> router_pb2.RouteError | None:

@@ -19,13 +19,16 @@ from services.common.grpc_client import open_channel
 from services.common.pricing import PriceTable
 from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
+from services.edge.catalog_view import CatalogView
 from services.edge.key_invalidation import KeyInvalidationListener
 from services.edge.limits import Limiter, MemoryCounters, RedisCounters
 from services.edge.plan_cache import PlanCache
 from services.edge.proxy import InferenceProxy
 from services.edge.reload import ReloadRegistry
 from services.edge.response_store import ResponseStore
+from services.edge.route_feedback import FeedbackSender
 from services.edge.routing import Planner
+from services.edge.routing_reload import RoutingReloader
 from services.edge.settings import EdgeSettings
 from services.edge.system_prompt import SystemPrompts
 
@@ -54,6 +57,9 @@ class EdgeRuntime:
     proxy: InferenceProxy = field(init=False)
     # Features register their `POST /reload/<name>` handlers here while opening (http-api §9).
     reloads: ReloadRegistry = field(default_factory=ReloadRegistry)
+    # Routing (router-schema §10, §11): feedback sender (router on) and the catalog poller.
+    feedback: FeedbackSender | None = None
+    catalog: CatalogView = field(default_factory=lambda: CatalogView(None))
 
     def __post_init__(self) -> None:
         self.proxy = InferenceProxy(
@@ -68,6 +74,11 @@ class EdgeRuntime:
             response_store=self.response_store,
         )
         self.reloads.register("system_prompt", self.system_prompts.reload)
+        if self.feedback is not None:
+            self.proxy.finish_hooks.append(self.feedback.on_finished)
+        self.reloads.register(
+            "routing", RoutingReloader(self.channels["router"], self.planner.cache, self.catalog)
+        )
 
     @classmethod
     async def open(cls, settings: EdgeSettings) -> EdgeRuntime:
@@ -120,6 +131,12 @@ class EdgeRuntime:
             rate_fail_open=settings.rate_limit_fail_open,
             budget_fail_open=settings.budget_fail_open,
         )
+        router_channel = channels["router"]
+        feedback = FeedbackSender(router_channel, prices) if router_channel is not None else None
+        if feedback is not None:
+            feedback.start()
+        catalog = CatalogView(router_channel)
+        catalog.start()
         log.info(
             "edge runtime opened",
             extra={
@@ -138,6 +155,8 @@ class EdgeRuntime:
             planner,
             authenticator,
             key_invalidation,
+            feedback=feedback,
+            catalog=catalog,
             limiter=limiter,
             system_prompts=system_prompts,
             response_store=ResponseStore(database, settings.response_store_ttl_seconds),
@@ -150,6 +169,9 @@ class EdgeRuntime:
         if self.key_invalidation is not None:
             await self.key_invalidation.close()
         await self.limiter.close()
+        if self.feedback is not None:
+            await self.feedback.close()
+        await self.catalog.close()
         await self.http.aclose()
         for channel in self.channels.values():
             if channel is not None:

@@ -14,6 +14,8 @@ from services.edge.runtime import EdgeRuntime
 ROUTES = [
     "/v1/chat/completions",
     "/v1/responses",
+    "/v1/models",
+    "/models",
     "/convert",
     "/status",
     "/health",
@@ -44,8 +46,10 @@ def status_document(runtime: EdgeRuntime) -> dict[str, Any]:
             "addr": router_addr,
             "strict": settings.router_strict,
             "timeout_ms": settings.router_timeout_ms,
+            "cache_ttl_ms": settings.cache_ttl_ms,
             "privacy_mode": settings.router_privacy_mode,
             "policy_rev": runtime.planner.last_policy_rev,
+            "catalog_revision": runtime.catalog.revision,
         },
         "features": {
             "auth": {

@@ -220,11 +220,15 @@ class RouterService:
 
     def catalog(self, if_none_match: str | None = None) -> router_pb2.ModelCatalog:
         catalog = self._config.catalog
+        aliases = sorted(self._config.aliases)  # for the edge's /v1/models (proto extension)
         if etag_matches(if_none_match, catalog.revision):
-            return router_pb2.ModelCatalog(revision=catalog.revision, not_modified=True)
+            return router_pb2.ModelCatalog(
+                revision=catalog.revision, not_modified=True, route_aliases=aliases
+            )
         return router_pb2.ModelCatalog(
             revision=catalog.revision,
             models=[self._served_model(entry) for entry in catalog.entries.values()],
+            route_aliases=aliases,
         )
 
     def _served_model(self, entry: CatalogEntry) -> router_pb2.CatalogModel:
