@@ -3,6 +3,8 @@
 The router is asked over gRPC under `SIGNALBOX_ROUTER_TIMEOUT_MS`. Typed `RouteError`s always
 reach the client; untyped failures (timeout, unreachable, malformed reply) become errors in
 strict mode and a local plan otherwise, so the router is never a single point of failure.
+Router plans that allow it are kept in the edge plan cache (`plan_cache.py`, §7): a fresh entry
+skips the router, and a recently expired one stands in for it after an untyped failure.
 """
 
 from __future__ import annotations
