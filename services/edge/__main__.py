@@ -6,8 +6,10 @@ SIGTERM flips readiness to 503 at once, lets in-flight requests finish within
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -56,7 +58,17 @@ def _config_errors(exc: ValidationError) -> str:
     )
 
 
+def _apply_flags(argv: list[str]) -> None:
+    """`--mcp-config PATH` is `SIGNALBOX_MCP_CONFIG`; settings keep one source, the environment."""
+    parser = argparse.ArgumentParser(prog="python -m services.edge")
+    parser.add_argument("--mcp-config", help="MCP servers file (SIGNALBOX_MCP_CONFIG)")
+    flags, _ = parser.parse_known_args(argv)
+    if flags.mcp_config:
+        os.environ["SIGNALBOX_MCP_CONFIG"] = flags.mcp_config
+
+
 def main() -> None:
+    _apply_flags(sys.argv[1:])
     try:
         settings = EdgeSettings()
     except (ValidationError, ValueError) as exc:

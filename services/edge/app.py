@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from services.edge.admin_analytics import router as analytics_admin_router
@@ -25,7 +26,21 @@ from services.edge.models_route import router as models_router
 from services.edge.reload import router as reload_router
 from services.edge.runtime import EdgeRuntime
 from services.edge.settings import EdgeSettings
-from services.edge.status import package_version, status_document
+from services.edge.status import package_version, served_routes, status_document
+
+CORS_EXPOSED_HEADERS = (
+    "x-request-id",
+    "x-route-id",
+    "x-resolved-model",
+    "router-schema",
+    "x-signalbox-overhead-ms",
+    "retry-after",
+    *(
+        f"x-ratelimit-{w}-{k}"
+        for w in ("limit", "remaining", "reset")
+        for k in ("requests", "tokens")
+    ),
+)
 
 
 def _runtime(request: Request) -> EdgeRuntime:
@@ -56,14 +71,24 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.state.lifecycle = lifecycle
     install_error_handlers(app)
     app.add_middleware(EdgeMiddleware)
+    if settings.cors_origins:
+        # Closed unless configured: browsers may call the API only from the listed origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id", "openai-organization"],
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=600,
+        )
 
     # Feature routers: one module per surface, each included here.
     app.include_router(reload_router)
-    app.include_router(models_router)
-    app.include_router(analytics_admin_router)
     app.include_router(metrics_router)
+    app.include_router(models_router)
     app.include_router(convert_router)
     app.include_router(keys_admin_router)
+    app.include_router(analytics_admin_router)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -93,6 +118,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
 
     @app.get("/status")
     async def status(request: Request) -> Response:
-        return json_response(status_document(_runtime(request)))
+        runtime = _runtime(request)
+        routes = served_routes(request.app.routes, runtime.reloads.names)
+        return json_response(status_document(runtime, routes))
 
     return app

@@ -56,6 +56,10 @@ async def readiness_checks(runtime: EdgeRuntime) -> dict[str, dict[str, Any]]:
         checks["redis"] = {"status": "skipped"}
     else:
         probes["redis"] = runtime.redis.ping()
+    if runtime.mcp.connections:  # a failed MCP server shows here and in /status (issue 7)
+        probes["mcp"] = runtime.mcp.check(CHECK_TIMEOUT_S)
+    else:
+        checks["mcp"] = {"status": "skipped"}
     results = await asyncio.gather(*(_timed(p) for p in probes.values()))
     checks.update(zip(probes, results, strict=True))
     return checks

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -21,11 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.common.backends import parse_backends
 from services.edge.auth import AuthContext, Authenticator
 from services.edge.codec import Codec, StreamRelay, codec_for, translation_error
 from services.edge.errors import ApiError, invalid_request
 from services.edge.events import CostTable, RequestRecord, build_event, parse_usage
 from services.edge.limits import Limiter
+from services.edge.mcp import McpManager
 from services.edge.plan_apply import apply_plan, enforce_plan
 from services.edge.response_store import ResponseStore, ResponseTurn
 from services.edge.route_request import build_route_request, parse_routing_headers
@@ -42,6 +45,7 @@ from services.edge.upstream import (
     plan_targets,
     provider_credential,
 )
+from services.edge.upstream_guard import Allowlist, UpstreamGuard
 from services.keys.scopes import MODELS_PREFIX, check_scopes
 
 log = logging.getLogger(__name__)
@@ -137,6 +141,13 @@ def upstream_headers(
     return headers
 
 
+def header_value(value: str) -> str:
+    """Client-chosen text (a model name) made safe for a header: visible ASCII, else %-encoded."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%"))
+
+
 def plan_headers(plan: PlanResult | None, record: RequestRecord) -> dict[str, str]:
     """http-api §3 headers that exist whenever a plan exists, errors included (and the key's
     `x-ratelimit-*` once its limits admitted the request)."""
@@ -145,8 +156,8 @@ def plan_headers(plan: PlanResult | None, record: RequestRecord) -> dict[str, st
         return headers
     served = record.target.model_id if record.target else plan.plan.upstream.model_id
     headers |= {
-        "x-route-id": plan.plan.route_id,
-        "x-resolved-model": served,
+        "x-route-id": header_value(plan.plan.route_id),
+        "x-resolved-model": header_value(served),
         "router-schema": "1.1",
     }
     if plan.policy_rev:
@@ -283,7 +294,9 @@ class InferenceProxy:
         system_prompts: SystemPrompts | None = None,
         response_store: ResponseStore | None = None,
         limiter: Limiter | None = None,
+        mcp: McpManager | None = None,
     ) -> None:
+        self._mcp = mcp or McpManager()
         self._limits = limiter
         self._system_prompts = system_prompts or SystemPrompts(None)
         self._response_store = response_store
@@ -293,15 +306,18 @@ class InferenceProxy:
         self._http = http
         self._prices = prices
         self.emit = emit
+        rules = parse_backends(settings.backends, settings.upstream_mode)
+        trusted = [settings.openai_base_url, *(rule.base_url for rule in rules)]
+        self._guard = UpstreamGuard(Allowlist.parse(settings.upstream_allowlist, trusted))
         self._trusted = settings.trusted_networks
         self.inflight = 0
-        # Called with every finished request (after its end time is stamped), e.g. RouteFeedback.
-        self.finish_hooks: list[Callable[[RequestRecord], None]] = []
         self.telemetry = EdgeTelemetry(
             prices,
             metrics_enabled=settings.metrics_enabled,
             request_log_enabled=settings.request_log,
         )
+        # Called with every finished request (after its end time is stamped), e.g. RouteFeedback.
+        self.finish_hooks: list[Callable[[RequestRecord], None]] = []
 
     async def handle(self, request: Request, api: Api) -> Response:
         record = RequestRecord(
@@ -342,9 +358,9 @@ class InferenceProxy:
     def _finish(self, record: RequestRecord) -> None:
         """Stamp the end time and hand the event to the sink (which never blocks)."""
         record.finished_at = record.finished_at or time.perf_counter()
+        self.telemetry.finish(record)
         for hook in self.finish_hooks:
             hook(record)
-        self.telemetry.finish(record)
         if self._limits is not None:
             self._limits.settle(record)
         if self.emit is None:
@@ -370,6 +386,7 @@ class InferenceProxy:
             turn = await ResponseTurn.begin(self._response_store, body)
             routing_headers = turn.routing_headers(routing_headers)
         body = self._system_prompts.apply(api, body)
+        body = self._mcp.merge(api, body)
         route_request = build_route_request(
             api=api,
             body=body,
@@ -392,6 +409,11 @@ class InferenceProxy:
         if not targets:
             raise ApiError(
                 502, "unsupported_upstream_mode", "Upstream mode 'bedrock' is not supported"
+            )
+        targets = await self._guard.permitted(targets)
+        if not targets:
+            raise ApiError(
+                502, "upstream_not_allowed", "The plan's upstream is not allowed by this edge"
             )
         return await self._send(request, api, client_body, targets, auth, record, turn)
 
@@ -442,7 +464,7 @@ class InferenceProxy:
             else self._settings.upstream_timeout_ms
         )
         try:
-            opened = await open_first(
+            opened = await self._mcp.rounds(api, client_body, open_first)(
                 self._http,
                 targets,
                 build,

@@ -22,6 +22,7 @@ from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.catalog_view import CatalogView
 from services.edge.key_invalidation import KeyInvalidationListener
 from services.edge.limits import Limiter, MemoryCounters, RedisCounters
+from services.edge.mcp import McpManager
 from services.edge.plan_cache import PlanCache
 from services.edge.proxy import InferenceProxy
 from services.edge.reload import ReloadRegistry
@@ -60,6 +61,7 @@ class EdgeRuntime:
     # Routing (router-schema §10, §11): feedback sender (router on) and the catalog poller.
     feedback: FeedbackSender | None = None
     catalog: CatalogView = field(default_factory=lambda: CatalogView(None))
+    mcp: McpManager = field(default_factory=McpManager)
 
     def __post_init__(self) -> None:
         self.proxy = InferenceProxy(
@@ -72,7 +74,9 @@ class EdgeRuntime:
             limiter=self.limiter,
             system_prompts=self.system_prompts,
             response_store=self.response_store,
+            mcp=self.mcp,
         )
+        self.reloads.register("mcp", self.mcp.reload)
         self.reloads.register("system_prompt", self.system_prompts.reload)
         if self.feedback is not None:
             self.proxy.finish_hooks.append(self.feedback.on_finished)
@@ -131,6 +135,11 @@ class EdgeRuntime:
             rate_fail_open=settings.rate_limit_fail_open,
             budget_fail_open=settings.budget_fail_open,
         )
+        mcp = await McpManager.open(
+            settings.mcp_config,
+            connect_timeout_s=settings.mcp_connect_timeout_ms / 1000,
+            default_max_rounds=settings.mcp_max_rounds,
+        )
         router_channel = channels["router"]
         feedback = FeedbackSender(router_channel, prices) if router_channel is not None else None
         if feedback is not None:
@@ -160,6 +169,7 @@ class EdgeRuntime:
             limiter=limiter,
             system_prompts=system_prompts,
             response_store=ResponseStore(database, settings.response_store_ttl_seconds),
+            mcp=mcp,
         )
 
     async def close(self) -> None:
@@ -168,6 +178,7 @@ class EdgeRuntime:
             await self.sink.close(SINK_CLOSE_TIMEOUT_S)
         if self.key_invalidation is not None:
             await self.key_invalidation.close()
+        await self.mcp.close()
         await self.limiter.close()
         if self.feedback is not None:
             await self.feedback.close()

@@ -62,8 +62,18 @@ class EdgeSettings(CommonSettings):
     catalog_path: Path | None = None
     trusted_proxies: str = "127.0.0.1/32,::1/128"
     system_prompt_config: Path | None = None
+    # MCP (config-files §6): the servers file, the start/reload connect timeout per server,
+    # and the execution round bound used when the file sets no `execution.max_rounds`.
+    mcp_config: Path | None = None
+    mcp_connect_timeout_ms: int = Field(default=10_000, gt=0)
+    mcp_max_rounds: int = Field(default=5, ge=1, le=50)
     response_store_ttl_seconds: int = Field(default=2_592_000, gt=0)
     public_convert_internal_config: bool = False
+    # Extension: CIDRs / hosts / `*.suffix` that router plans may point at besides public
+    # addresses and the hosts of OPENAI_BASE_URL and SIGNALBOX_BACKENDS (SSRF guard).
+    upstream_allowlist: str | None = None
+    # Extension: browser origins allowed by CORS (comma list, `*` for any); unset = closed.
+    cors_origins: str | None = None
     # Extension (not in the spec table): the SSE keep-alive interval, 15 s per http-api §3.
     sse_keepalive_seconds: float = Field(default=15.0, gt=0)
     # Observability: `GET /metrics` and the one JSON line per request (services/edge/telemetry).
@@ -77,6 +87,7 @@ class EdgeSettings(CommonSettings):
         "pricing_config",
         "catalog_path",
         "system_prompt_config",
+        "mcp_config",
         mode="before",
     )
     @classmethod
@@ -115,6 +126,10 @@ class EdgeSettings(CommonSettings):
             mode = "managed" if self.openai_api_key else "passthrough"
             object.__setattr__(self, "auth_mode", mode)
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     @property
     def trusted_networks(self) -> tuple[IpNetwork, ...]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
 import httpx2
 import orjson
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPDeprecationWarning, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -197,8 +198,11 @@ class McpConnection:
         if client is None or self.state != "ok":
             raise ConnectionError(self.error or "not connected")
         try:
+            with warnings.catch_warnings():  # ping is legacy-only; we connect in legacy mode
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                pinging = client.send_ping()
             async with asyncio.timeout(timeout_s):
-                await client.send_ping()
+                await pinging
         except Exception as exc:
             if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
                 self._fail(describe(exc))
