@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -56,6 +56,24 @@ def responses_usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def _chunk_encoder(model: str, include_usage: bool) -> tuple[dict[str, Any], Callable[..., bytes]]:
+    """One stream's shared chunk fields, and `chunk(delta, finish=None)` giving its SSE bytes."""
+    base = {
+        "id": "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
+
+    return base, chunk
+
+
 def tool_call_ids(calls: Sequence[Mapping[str, str]]) -> list[str]:
     return ["call_" + secrets.token_hex(8) for _ in calls]
 
@@ -84,18 +102,7 @@ def chat_tool_stream(
     model: str, calls: Sequence[Mapping[str, str]], prompt: int, include_usage: bool
 ) -> Iterator[bytes]:
     """Tool-call deltas (name first, then the arguments in two pieces), `tool_calls` finish."""
-    base = {
-        "id": "chatcmpl-" + secrets.token_hex(12),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": None,
-    }
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
+    base, chunk = _chunk_encoder(model, include_usage)
 
     yield chunk({"role": "assistant", "content": None, "refusal": None})
     for index, (call_id, call) in enumerate(zip(tool_call_ids(calls), calls, strict=True)):
@@ -133,18 +140,7 @@ def chat_completion(model: str, text: str, prompt: int) -> dict[str, Any]:
 
 def chat_stream(model: str, text: str, prompt: int, include_usage: bool) -> Iterator[bytes]:
     """`data:` chunks ending with `data: [DONE]`; with include_usage, a `choices:[]` usage chunk."""
-    base = {
-        "id": "chatcmpl-" + secrets.token_hex(12),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": None,
-    }
-    extra = {"usage": None} if include_usage else {}
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
+    base, chunk = _chunk_encoder(model, include_usage)
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     pieces = words(text)
