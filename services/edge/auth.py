@@ -7,6 +7,7 @@ the key's own expiry. Passthrough mode only requires a bearer, which is forwarde
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -126,6 +127,9 @@ class Authenticator:
         self.mode = mode
         self._stub = keys_pb2_grpc.KeysStub(keys_channel) if keys_channel is not None else None
         self._cache = cache
+        # One Verify RPC per token at a time: a burst of requests with a cold cache (a client
+        # opening 1 000 streams at once) waits on the same call instead of stampeding keys.
+        self._inflight: dict[bytes, asyncio.Task[keys_pb2.KeyInfo]] = {}
 
     @property
     def key_store_available(self) -> bool:
@@ -152,6 +156,17 @@ class Authenticator:
             raise _keys_unavailable("Key service is disabled (SIGNALBOX_KEYS_ADDR=off)")
         if parse_token(token) is None:  # cannot be valid: no gRPC call, no lookup
             raise ApiError(401, "invalid_api_key", "Invalid API key")
+        digest = VerifiedKeyCache._digest(token)
+        task = self._inflight.get(digest)
+        if task is None:
+            task = asyncio.ensure_future(self._verify_remote(token))
+            self._inflight[digest] = task
+            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+        # Shielded: a waiter whose client went away must not cancel the others' call.
+        return await asyncio.shield(task)
+
+    async def _verify_remote(self, token: str) -> keys_pb2.KeyInfo:
+        assert self._stub is not None
         try:
             with metrics.KEY_VERIFY.time():
                 reply = await self._stub.Verify(

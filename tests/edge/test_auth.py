@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from services.common import metrics
 from services.common.pb import keys_pb2
 from tests.edge.conftest import CHAT, EdgeFactory, RunningKeys, running_keys
 from tests.edge.test_errors import assert_error
@@ -103,6 +104,27 @@ async def test_valid_result_is_cached_until_ttl(
     async with make_edge(**managed(keys_service, keys_cache_ms=0)) as edge:
         fresh = await edge.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key.token))
     assert_error(fresh, 401, "api_key_revoked", "authentication_error")
+
+
+async def test_a_cold_cache_burst_makes_one_verify_call(
+    make_edge: EdgeFactory, keys_service: RunningKeys
+) -> None:
+    key = await keys_service.generate()
+    verifies = metrics.KEY_VERIFY.collect()[0]
+    before = _histogram_count(verifies)
+    async with make_edge(**managed(keys_service, keys_cache_ms=60_000)) as edge:
+        responses = await asyncio.gather(
+            *(
+                edge.client.post("/v1/chat/completions", json=CHAT, headers=bearer(key.token))
+                for _ in range(40)
+            )
+        )
+    assert [r.status_code for r in responses] == [200] * 40
+    assert _histogram_count(metrics.KEY_VERIFY.collect()[0]) - before == 1
+
+
+def _histogram_count(metric) -> float:  # type: ignore[no-untyped-def]
+    return next(s.value for s in metric.samples if s.name.endswith("_count"))
 
 
 async def test_scopes_are_enforced(make_edge: EdgeFactory, keys_service: RunningKeys) -> None:
