@@ -10,7 +10,7 @@ import orjson
 
 from tests.edge.conftest import BEARER, EdgeFactory
 from tests.mcp_servers.fixture import stdio_server, write_config
-from tests.mock_upstream.fixture import MockUpstream
+from tests.mock_upstream.fixture import MockUpstream, mode_backends
 from tests.mock_upstream.payloads import prompt_tokens
 
 CONNECT_MS = 30_000
@@ -192,3 +192,51 @@ async def test_non_executing_server_returns_its_calls(
     assert len(await mock_upstream.requests()) == 1
     [call] = response.json()["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "demo_add"
+
+
+async def test_chat_client_on_a_responses_upstream(
+    tmp_path: Path, make_edge: EdgeFactory, mock_upstream: MockUpstream
+) -> None:
+    await mock_upstream.script(
+        {"tool_calls": [_call("demo_add", {"a": 4, "b": 5})]}, {"text": "Nine."}
+    )
+    async with make_edge(
+        mcp_config=_config(tmp_path), mcp_connect_timeout_ms=CONNECT_MS,
+        backends=mode_backends(mock_upstream),
+    ) as edge:  # fmt: skip
+        body = {**CHAT, "model": "resp-model"}
+        response = await edge.client.post("/v1/chat/completions", json=body, headers=BEARER)
+        assert response.status_code == 200, response.text
+    _, second = await mock_upstream.requests()
+    assert second["path"] == "/v1/responses"
+    call, output = second["body"]["input"][-2:]
+    assert call["type"] == "function_call" and call["name"] == "demo_add"
+    assert output == {"type": "function_call_output", "call_id": call["call_id"], "output": "9"}
+    answer = response.json()
+    assert answer["choices"][0]["message"]["content"] == "Nine."
+    assert answer["usage"]["completion_tokens"] == 4 + 1  # the call, then "Nine."
+
+
+async def test_responses_stream_on_a_chat_upstream(
+    tmp_path: Path, make_edge: EdgeFactory, mock_upstream: MockUpstream
+) -> None:
+    await mock_upstream.script(
+        {"tool_calls": [_call("demo_echo", {"text": "abc"})]}, {"text": "Echoed."}
+    )
+    async with make_edge(
+        mcp_config=_config(tmp_path), mcp_connect_timeout_ms=CONNECT_MS,
+        backends=mode_backends(mock_upstream),
+    ) as edge:  # fmt: skip
+        body = {"model": "chat-model", "input": "echo abc", "stream": True}
+        response = await edge.client.post("/v1/responses", json=body, headers=BEARER)
+        assert response.status_code == 200, response.text
+        events = _sse_payloads(response.text)
+    _, second = await mock_upstream.requests()
+    assert second["path"] == "/v1/chat/completions"
+    assistant, tool = second["body"]["messages"][-2:]
+    assert assistant["tool_calls"][0]["function"]["name"] == "demo_echo"
+    assert tool["content"] == "abc"
+    assert events[-1]["type"] == "response.completed"
+    [message] = events[-1]["response"]["output"]
+    assert message["content"][0]["text"] == "Echoed."
+    assert not any(e["type"].startswith("response.function_call") for e in events)

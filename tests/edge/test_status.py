@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.edge.mcp import ServerConfig
+from services.edge.mcp.connection import McpConnection
 from services.edge.status import package_version
 from tests.edge.conftest import EdgeFactory
 from tests.mcp_servers.fixture import stdio_server, write_config
@@ -13,6 +15,7 @@ ADMIN = "admin-secret-" + "x" * 30
 PROVIDER_KEY = "sk-provider-secret-123"
 ENV_SECRET = "mcp-env-secret-456"
 HEADER_SECRET = "mcp-header-secret-789"
+URL_SECRET = "mcp-url-secret-000"
 
 
 async def test_status_reports_every_feature_without_secrets(
@@ -22,7 +25,7 @@ async def test_status_reports_every_feature_without_secrets(
         tmp_path / "mcp.json",
         {
             "demo": stdio_server(execute=True, env={"TOKEN": ENV_SECRET}),
-            "web": {"url": closed_port_url() + "/mcp",
+            "web": {"url": closed_port_url() + f"/mcp?key={URL_SECRET}",
                     "headers": {"authorization": f"Bearer {HEADER_SECRET}"}},
         },
         execution={"max_rounds": 3},
@@ -38,7 +41,7 @@ async def test_status_reports_every_feature_without_secrets(
         response = await edge.client.get("/status")
     assert response.status_code == 200
     text = response.text
-    for secret in (ADMIN, PROVIDER_KEY, ENV_SECRET, HEADER_SECRET, "127.0.0.1:9"):
+    for secret in (ADMIN, PROVIDER_KEY, ENV_SECRET, HEADER_SECRET, URL_SECRET, "127.0.0.1:9"):
         assert secret not in text, secret
     status = response.json()
 
@@ -103,3 +106,14 @@ async def test_status_without_mcp(make_edge: EdgeFactory) -> None:
         "execution": {"enabled": False, "max_rounds": 5, "servers": []},
     }
     assert ready["checks"]["mcp"] == {"status": "skipped"}
+
+
+def test_server_errors_quoting_the_url_are_redacted() -> None:
+    url = "https://user:pw@mcp.example.com:8443/mcp?token=t0k3n#x"
+    connection = McpConnection("web", ServerConfig(url=url), on_change=lambda: None)
+    connection._fail(f"Client error '401 Unauthorized' for url '{url}'")
+    assert (
+        connection.error
+        == "Client error '401 Unauthorized' for url 'https://mcp.example.com:8443/mcp'"
+    )
+    assert connection.state == "error"

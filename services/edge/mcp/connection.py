@@ -14,6 +14,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import orjson
@@ -44,6 +45,14 @@ def describe(exc: BaseException) -> str:
         return exc.message
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and path only: no userinfo, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def error_output(message: str) -> str:
@@ -157,6 +166,8 @@ class McpConnection:
     def _fail(self, message: str) -> None:
         if self.state == "closed" or (self._stop.is_set() and self.state == "ok"):
             return  # an orderly close, not a failure
+        if self.config.url:  # errors may quote the URL; its query or userinfo may hold a token
+            message = message.replace(self.config.url, redact_url(self.config.url))
         if self.state != "error" or self.error != message:
             log.warning(
                 "mcp server unavailable; its tools are skipped",
