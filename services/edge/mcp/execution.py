@@ -97,14 +97,20 @@ async def read_round(opened: OpenAttempt, stream: bool) -> Round:
     return Round(opened, chunks, events, payloads, failure)
 
 
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object; None lets the proxy report an invalid upstream answer."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def parse_round(round_: Round, stream: bool) -> Reply:
     if stream:
         return stream_reply(round_.mode, round_.payloads)
-    try:
-        body = orjson.loads(round_.opened.first)
-    except orjson.JSONDecodeError:
-        return Reply()
-    return json_reply(round_.mode, body) if isinstance(body, dict) else Reply()
+    body = _json_object(round_.opened.first)
+    return Reply() if body is None else json_reply(round_.mode, body)
 
 
 def wants_execution(reply: Reply, executable: frozenset[str]) -> bool:
@@ -185,8 +191,8 @@ def final_attempt(round_: Round, stream: bool, earlier: list[dict[str, Any] | No
     extra = sum_usage(earlier)
     opened = round_.opened
     if not stream:
-        body = orjson.loads(opened.first) if extra is not None else None
-        updated = _with_total_usage(round_.mode, body, extra) if isinstance(body, dict) else None
+        body = _json_object(opened.first) if extra is not None else None
+        updated = _with_total_usage(round_.mode, body, extra) if body is not None else None
         return opened if updated is None else replace(opened, first=orjson.dumps(updated))
     chunks = round_.chunks
     if extra is not None and round_.payloads and len(round_.events) > 0:
