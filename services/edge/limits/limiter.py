@@ -186,8 +186,12 @@ class Limiter:
         if admission is None:
             return
         charges = _charges(admission, record, self._prices)
-        if charges:
+        if not charges:
+            return
+        try:
             self._loop.call_soon_threadsafe(self._spawn, charges)
+        except RuntimeError:  # the loop is gone: the process is stopping
+            log.warning("rate limit settlement dropped at shutdown")
 
     def _spawn(self, charges: list[Charge]) -> None:
         task = self._loop.create_task(self._charge(charges))
