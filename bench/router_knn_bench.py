@@ -1,12 +1,23 @@
-"""KNN decision latency (embedding included) on one core, index recall, and index load time.
+"""KNN routing figures: decision latency (embedding included) at 10k / 100k / 1M examples,
+exact vs approximate recall@10, and PlanBatch(64) vs 64 single Plan calls over gRPC.
 
-Queries are real prompts from the reference training file, embedded by the int8 ONNX model
-through the router's real `KnnPolicy` frame (candidate filtering, costing, scoring,
-explain_detail). Index sizes beyond the embedded sample are synthetic but clustered like real
-data: each synthetic vector is a real MiniLM vector plus small Gaussian noise, renormalised.
-ONNX Runtime and FAISS both run with one thread. Writes `bench/results/router_knn.json`.
-Run: `.venv/bin/python -m bench.router_knn_bench` (needs `signalbox-router export-model`;
-`SIGNALBOX_KNN_MODEL_DIR`, default `data/knn-model`).
+- Embedding is the real int8 ONNX MiniLM on one thread; queries are real prompts from the
+  reference training file, run through the router's `KnnPolicy` (filtering, costing, scoring,
+  explain_detail). Two query sets: the prompts as they are (MMLU/GSM8K questions, ~110 tokens)
+  and their first 120 characters (a chat-sized message).
+- Index sizes beyond the data are synthetic but clustered like it: each vector is a real MiniLM
+  vector plus Gaussian noise, renormalised, inheriting that example's scores. 10k is exact
+  (`IndexFlatIP`), 100k HNSW, 1M IVF-flat, as the router would build them.
+- Recall@10 of the approximate index against exact search is measured on the synthetic sets
+  and, when `build/knn-embeddings` holds all 12k reference vectors (after `build-index`), on
+  the real vectors too.
+- PlanBatch: one in-process router (gRPC on loopback, the 10k index), 64 KNN requests as one
+  `PlanBatch` vs 64 sequential `Plan` calls; per-plan time, median of rounds.
+
+FAISS and ONNX Runtime use one thread. Writes `bench/results/router_knn.json`.
+Run: `.venv/bin/python -m bench.router_knn_bench` (~2-3 min; needs `signalbox-router
+export-model --out build/knn-model`, or `SIGNALBOX_KNN_MODEL_DIR`).
+Sizes: `SIGNALBOX_BENCH_KNN_SIZES=10000,100000,1000000`.
 """
 
 from __future__ import annotations
@@ -18,16 +29,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import orjson
 
-from services.common.pb import router_pb2
+from services.common.grpc_client import open_channel
+from services.common.pb import router_pb2, router_pb2_grpc
+from services.router.app import RouterApp
 from services.router.health import ModelHealth
 from services.router.knn import KnnPolicy
 from services.router.knn_scorer.artifacts import fit_calibration
 from services.router.knn_scorer.embedder import OnnxEmbedder
+from services.router.knn_scorer.embedding_cache import DEFAULT_CACHE_DIR, CachingEmbedder
 from services.router.knn_scorer.index import ExampleIndex, make_faiss_index
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
 from services.router.knn_scorer.training_data import TrainingSet, load_training_set
@@ -36,22 +51,33 @@ from services.router.routing_config import load_routing_config
 from services.router.settings import RouterSettings
 
 DATA = Path(os.environ.get("SIGNALBOX_ROUTING_DATA", "/work/shared/data/routing"))
-MODEL_DIR = Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", "data/knn-model"))
+MODEL_DIR = Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", "build/knn-model"))
 RESULTS = Path(__file__).parent / "results" / "router_knn.json"
 SIZES = tuple(
-    int(s) for s in os.environ.get("SIGNALBOX_BENCH_KNN_SIZES", "10000,100000").split(",")
+    int(s) for s in os.environ.get("SIGNALBOX_BENCH_KNN_SIZES", "10000,100000,1000000").split(",")
 )
-SAMPLE_EVERY = 12  # ~1000 real prompts: ~800 seed the index, ~200 are queries
-QUERIES = 200
+SAMPLE_EVERY = 12  # ~1000 real prompts: ~900 seed the synthetic sets, 100 are queries
+QUERIES = 100
+SHORT_CHARS = 120
 NOISE = 0.35  # per-vector Gaussian noise (relative to a unit vector's norm)
 RECALL_QUERIES = 200
+BATCH = 64
+BATCH_ROUNDS = 3
+ALIASES = {
+    "auto": {
+        "policy": "knn",
+        "candidates": ["mixtral-8x7b-instruct", "gpt-4-1106-preview"],
+        "default_model": "mixtral-8x7b-instruct",
+        "sticky_turns": 0,
+    }
+}
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
     ordered = sorted(samples_ms)
     return {
         "p50_ms": round(statistics.median(ordered), 3),
-        "p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 3),
+        "p99_ms": round(ordered[max(0, int(np.ceil(len(ordered) * 0.99)) - 1)], 3),
         "mean_ms": round(statistics.fmean(ordered), 3),
     }
 
@@ -59,41 +85,53 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 def synthetic(
     seed_vectors: np.ndarray, seed_scores: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`n` clustered vectors around the real ones, each inheriting its seed's scores."""
+    """`n` clustered vectors around the real ones (float32, built in chunks to bound memory)."""
     rng = np.random.default_rng(7)
     seeds = rng.integers(0, len(seed_vectors), n)
-    noise = rng.normal(0, NOISE / np.sqrt(seed_vectors.shape[1]), (n, seed_vectors.shape[1]))
-    vectors = seed_vectors[seeds] + noise.astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32), seed_scores[seeds]
+    dim = seed_vectors.shape[1]
+    vectors = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        rows = seeds[start : start + 100_000]
+        noise = rng.standard_normal((len(rows), dim), dtype=np.float32) * (NOISE / np.sqrt(dim))
+        block = seed_vectors[rows] + noise
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        vectors[start : start + len(rows)] = block
+    return vectors, seed_scores[seeds]
 
 
-def recall_at_10(vectors: np.ndarray, queries: np.ndarray, index: faiss.Index) -> float:
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth = exact.search(queries, 10)
+def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Ground truth by brute force, chunked (no second copy of a million vectors)."""
+    best_sims = np.full((len(queries), 10), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 10), dtype=np.int64)
+    for start in range(0, len(vectors), 200_000):
+        sims = queries @ vectors[start : start + 200_000].T
+        top = np.argpartition(-sims, 10, axis=1)[:, :10]
+        merged_sims = np.hstack([best_sims, np.take_along_axis(sims, top, 1)])
+        merged_rows = np.hstack([best_rows, top + start])
+        keep = np.argsort(-merged_sims, axis=1)[:, :10]
+        best_sims = np.take_along_axis(merged_sims, keep, 1)
+        best_rows = np.take_along_axis(merged_rows, keep, 1)
+    return best_rows
+
+
+def recall_at_10(truth: np.ndarray, index: faiss.Index, queries: np.ndarray) -> float:
     _, found = index.search(queries, 10)
     return float(np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)]))
 
 
-def context(tmp: Path) -> PlanContext:
+def settings(tmp: Path) -> RouterSettings:
     aliases = tmp / "aliases.json"
-    aliases.write_bytes(
-        orjson.dumps(
-            {
-                "auto": {
-                    "policy": "knn",
-                    "candidates": ["mixtral-8x7b-instruct", "gpt-4-1106-preview"],
-                    "default_model": "mixtral-8x7b-instruct",
-                }
-            }
-        )
+    aliases.write_bytes(orjson.dumps(ALIASES))
+    return RouterSettings(
+        router_aliases=aliases,
+        catalog_path=DATA / "models.json",
+        router_bind="127.0.0.1:0",
+        router_http_bind="127.0.0.1:0",
+        knn_index_dir=tmp / "unused",
     )
-    settings = RouterSettings(router_aliases=aliases, catalog_path=DATA / "models.json")
-    return PlanContext(load_routing_config(settings), ModelHealth())
 
 
-def request(text: str) -> router_pb2.RouteRequest:
+def route_request(text: str) -> router_pb2.RouteRequest:
     req = router_pb2.RouteRequest(alias="auto", privacy_mode="summary")
     req.conversation.summary = text
     req.estimates.prompt_tokens = len(text) // 4
@@ -102,20 +140,19 @@ def request(text: str) -> router_pb2.RouteRequest:
 
 async def decision_latency(scorer: LearnedKnnScorer, ctx: PlanContext, texts: list[str]) -> dict:
     policy = KnnPolicy(scorer)
-    for text in texts[:10]:  # warm-up
-        await policy.resolve(request(text), ctx)
+    for text in texts[:5]:  # warm-up
+        await policy.resolve(route_request(text), ctx)
     samples, embed, search = [], [], []
     for text in texts:
         started = time.perf_counter()
-        res = await policy.resolve(request(text), ctx)
+        res = await policy.resolve(route_request(text), ctx)
         samples.append((time.perf_counter() - started) * 1000)
         embed.append(res.explain_detail["timings_ms"]["embed"])
         search.append(res.explain_detail["timings_ms"]["search"])
     return {
         **percentiles(samples),
-        "embed_p50_ms": round(statistics.median(embed), 3),
-        "search_p50_ms": round(statistics.median(search), 3),
-        "search_p99_ms": percentiles(search)["p99_ms"],
+        "embed": percentiles(embed),
+        "search": percentiles(search),
     }
 
 
@@ -126,16 +163,66 @@ def load_time(index: ExampleIndex, tmp: Path) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+async def plan_batch_vs_singles(
+    scorer: LearnedKnnScorer, tmp: Path, texts: list[str]
+) -> dict[str, Any]:
+    """Per-plan wall time over gRPC: 64 sequential `Plan` calls vs one `PlanBatch` of 64."""
+    app = RouterApp(settings(tmp), knn_scorer=scorer)
+    await app.start()
+    requests = [route_request(texts[i % len(texts)]) for i in range(BATCH)]
+    singles, batches = [], []
+    try:
+        async with open_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            await stub.PlanBatch(router_pb2.PlanBatchRequest(plans=requests[:4]))  # warm-up
+            for _ in range(BATCH_ROUNDS):
+                started = time.perf_counter()
+                for request in requests:
+                    await stub.Plan(request)
+                singles.append((time.perf_counter() - started) * 1000 / BATCH)
+                started = time.perf_counter()
+                reply = await stub.PlanBatch(router_pb2.PlanBatchRequest(plans=requests))
+                batches.append((time.perf_counter() - started) * 1000 / BATCH)
+                assert all(item.HasField("plan") for item in reply.plans)
+    finally:
+        await app.stop()
+    single, batch = statistics.median(singles), statistics.median(batches)
+    return {
+        "plans": BATCH,
+        "rounds": BATCH_ROUNDS,
+        "single_ms_per_plan": round(single, 3),
+        "batch_ms_per_plan": round(batch, 3),
+        "batch_over_single": round(batch / single, 3),
+    }
+
+
+def real_recall(cache: CachingEmbedder, full: TrainingSet) -> dict[str, Any] | None:
+    """HNSW and IVF recall@10 on all reference vectors, when `build-index` has cached them."""
+    vectors = cache.cached(full.prompts)
+    if vectors is None:
+        return None
+    base, queries = vectors[RECALL_QUERIES:], vectors[:RECALL_QUERIES]
+    truth = exact_top10(base, queries)
+    figures: dict[str, Any] = {"examples": len(base)}
+    for name, kwargs in (("hnsw", {"threshold": 0}), ("ivf", {"threshold": 0, "ivf_threshold": 0})):
+        figures[f"{name}_recall_at_10"] = round(
+            recall_at_10(truth, make_faiss_index(base, **kwargs), queries), 4
+        )
+    return figures
+
+
 async def main() -> int:
     faiss.omp_set_num_threads(1)
     embedder = OnnxEmbedder(MODEL_DIR, threads=1)
+    cache = CachingEmbedder(embedder, MODEL_DIR, DEFAULT_CACHE_DIR)
     full = load_training_set(DATA / "train.jsonl")
     sample: TrainingSet = full.subset(range(0, len(full), SAMPLE_EVERY))
-    print(f"embedding {len(sample)} real prompts (one thread)...", flush=True)
-    vectors = embedder.embed_many(sample.prompts)
+    print(f"embedding {len(sample)} real prompts (cached in {cache.dir})...", flush=True)
+    vectors = cache.embed_many(sample.prompts)
     seed_vectors, query_vectors = vectors[:-QUERIES], vectors[-QUERIES:]
     seed_set = sample.subset(range(len(sample) - QUERIES))
-    query_texts = sample.prompts[-QUERIES:]
+    texts = sample.prompts[-QUERIES:]
+    short_texts = [t[:SHORT_CHARS] for t in texts]
     seed_scores = seed_set.score_matrix()
     small = ExampleIndex.build(
         seed_vectors,
@@ -146,10 +233,21 @@ async def main() -> int:
         train_sha256=sample.sha256,
     )
     calibration = fit_calibration(small, seed_vectors, seed_set.prompts)
-    results: dict[str, object] = {"threads": 1, "queries": QUERIES, "sizes": {}}
+    tokens = [len(embedder.tokenizer.encode(t).ids) for t in texts]
+    short_tokens = [len(embedder.tokenizer.encode(t).ids) for t in short_texts]
+    results: dict[str, Any] = {
+        "threads": 1,
+        "queries": QUERIES,
+        "query_tokens_mean": {
+            "full": round(statistics.fmean(tokens), 1),
+            "short": round(statistics.fmean(short_tokens), 1),
+        },
+        "sizes": {},
+    }
+    recall_queries = np.vstack([query_vectors, seed_vectors[: RECALL_QUERIES - QUERIES]])
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        ctx = context(tmp)
+        ctx = PlanContext(load_routing_config(settings(tmp)), ModelHealth())
         for size in SIZES:
             started = time.perf_counter()
             syn_vectors, syn_scores = synthetic(seed_vectors, seed_scores, size)
@@ -165,22 +263,23 @@ async def main() -> int:
             scorer = LearnedKnnScorer(
                 embedder, index, method=CALIBRATED_METHOD, calibration=calibration
             )
-            figures = {
+            truth = exact_top10(syn_vectors, recall_queries)
+            figures: dict[str, Any] = {
                 "index_type": index.manifest.index_type,
                 "build_s": built,
                 "load_s": load_time(index, tmp),
-                "decision": await decision_latency(scorer, ctx, query_texts),
+                "decision_full_prompt": await decision_latency(scorer, ctx, texts),
+                "decision_short_prompt": await decision_latency(scorer, ctx, short_texts),
+                "recall_at_10": round(recall_at_10(truth, index.index, recall_queries), 4),
             }
-            approx = (
-                index.index
-                if index.manifest.index_type == "hnsw"
-                else make_faiss_index(syn_vectors, 0)
-            )
-            figures["hnsw_recall_at_10"] = round(
-                recall_at_10(syn_vectors, query_vectors, approx), 4
-            )
-            results["sizes"][str(size)] = figures  # type: ignore[index]
             print(size, orjson.dumps(figures).decode(), flush=True)
+            results["sizes"][str(size)] = figures
+            if size == min(SIZES):
+                results["plan_batch"] = await plan_batch_vs_singles(scorer, tmp, short_texts)
+                print("plan_batch", orjson.dumps(results["plan_batch"]).decode(), flush=True)
+            del syn_vectors, syn_scores, index, scorer
+    results["real_vectors"] = real_recall(cache, full)
+    print("real vectors", orjson.dumps(results["real_vectors"]).decode(), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(f"wrote {RESULTS}")

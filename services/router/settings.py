@@ -30,11 +30,18 @@ class RouterSettings(CommonSettings):
     router_default_upstream: bool = True
     knn_train_path: Path | None = None
     knn_index_dir: Path = Path("./data/knn")
+    knn_model_dir: Path | None = None  # exported ONNX model; unset → `knn-model` beside the index
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     admin_token: str | None = Field(default=None, repr=False)
 
     @field_validator(
-        "router_aliases", "catalog_path", "backends", "knn_train_path", "admin_token", mode="before"
+        "router_aliases",
+        "catalog_path",
+        "backends",
+        "knn_train_path",
+        "knn_model_dir",
+        "admin_token",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset_router(cls, value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from services.common.grpc_client import open_channel
 from services.common.pb import router_pb2_grpc
 from services.router.app import RouterApp
 from services.router.settings import RouterSettings
+from tests.router.processes import Spawn, spawner
 
 REFERENCE_CATALOG = Path("/work/shared/data/routing/models.json")
 MIXTRAL, GPT4 = "mixtral-8x7b-instruct", "gpt-4-1106-preview"
@@ -74,6 +75,14 @@ def router_settings(alias_file: Path) -> Callable[..., RouterSettings]:
         return RouterSettings(**values)
 
     return make
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Start `python -m services.router` children; killed at teardown if still running."""
+    start, cleanup = spawner(tmp_path)
+    yield start
+    cleanup()
 
 
 StartRouter = Callable[..., Awaitable[RouterApp]]

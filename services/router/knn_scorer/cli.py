@@ -71,6 +71,24 @@ def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", DEFAULT_MODEL_DIR)),
         help="exported ONNX model dir (env SIGNALBOX_KNN_MODEL_DIR)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("SIGNALBOX_KNN_EMBED_CACHE", "build/knn-embeddings")),
+        help="prompt-vector cache, per exported model (env SIGNALBOX_KNN_EMBED_CACHE)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="embed every prompt afresh")
+
+
+def _embedder(args: argparse.Namespace) -> Any:
+    """The ONNX embedder (all cores: offline work), behind the vector cache unless disabled."""
+    from services.router.knn_scorer.embedder import OnnxEmbedder
+    from services.router.knn_scorer.embedding_cache import CachingEmbedder
+
+    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    if args.no_cache:
+        return embedder
+    return CachingEmbedder(embedder, args.model_dir, args.cache_dir)
 
 
 def _export_model(args: argparse.Namespace) -> int:
@@ -89,12 +107,11 @@ def _progress(total: int, what: str) -> Any:
 
 def _build_index(args: argparse.Namespace) -> int:
     from services.router.knn_scorer.artifacts import build_index, catalog_models
-    from services.router.knn_scorer.embedder import OnnxEmbedder
     from services.router.knn_scorer.index import HNSW_THRESHOLD
     from services.router.knn_scorer.scorer import CALIBRATED_METHOD, SPEC_METHOD
     from services.router.knn_scorer.training_data import held_out, load_training_set
 
-    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    embedder = _embedder(args)
     models = catalog_models(args.models)
     method = CALIBRATED_METHOD if args.method == "calibrated" else SPEC_METHOD
     keep = (lambda example_id: not held_out(example_id)) if args.exclude_held_out else None
@@ -121,13 +138,12 @@ def _build_index(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from services.router.catalog import parse_catalog
     from services.router.knn_scorer.artifacts import embed_texts, load_scorer
-    from services.router.knn_scorer.embedder import OnnxEmbedder
     from services.router.knn_scorer.evaluation import report_json
     from services.router.knn_scorer.routing_eval import compare, eval_set, format_reports
     from services.router.knn_scorer.training_data import held_out, load_training_set
 
     catalog = parse_catalog(args.models.read_bytes())
-    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    embedder = _embedder(args)
     scorer = load_scorer(args.index, embedder, learn=False)
     indexed = set(scorer.index.ids)
     data = load_training_set(

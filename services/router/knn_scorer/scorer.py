@@ -203,9 +203,11 @@ class LearnedKnnScorer:
 
     def neighbours(self, vector: np.ndarray, k: int) -> Neighbours:
         """Top-k over the training index and the online examples together, best first."""
-        sims, rows = self.index.search(vector[None, :], min(k, len(self.index)))
-        valid = rows[0] >= 0
-        sims, rows = sims[0][valid], rows[0][valid]
+        sims, rows = np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if len(self.index) and k > 0:
+            found_sims, found_rows = self.index.search(vector[None, :], min(k, len(self.index)))
+            valid = found_rows[0] >= 0
+            sims, rows = found_sims[0][valid], found_rows[0][valid]
         ids = [self.index.ids[r] for r in rows]
         scores = self.index.scores[rows]
         if self.online is not None and len(self.online):

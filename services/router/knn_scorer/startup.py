@@ -3,20 +3,28 @@
 At start, and on reload: the index dir is reused while its manifest matches the training file
 and the exported embedder; otherwise it is rebuilt from `SIGNALBOX_KNN_TRAIN_PATH` and
 persisted there. With no training file, an existing index dir is served as built (for
-example by `signalbox-router build-index`). Nothing usable → `None` (`knn_unavailable`).
+example by `signalbox-router build-index`); with neither, the scorer starts empty and learns
+from feedback (spec README). No exported model → `None` (`knn_unavailable`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from services.router.catalog import parse_catalog
 from services.router.knn_scorer.artifacts import build_index, index_is_current, load_scorer
-from services.router.knn_scorer.embedder import EmbedderError, OnnxEmbedder
-from services.router.knn_scorer.index import MANIFEST_FILE, IndexLoadError
+from services.router.knn_scorer.embedder import (
+    MODEL_MANIFEST,
+    Embedder,
+    EmbedderError,
+    OnnxEmbedder,
+)
+from services.router.knn_scorer.index import MANIFEST_FILE, ExampleIndex, IndexLoadError
+from services.router.knn_scorer.online import ONLINE_LOG, OnlineExamples, RouteMemory
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
 from services.router.settings import RouterSettings
 
@@ -27,8 +35,8 @@ MODEL_DIR_ENV = "SIGNALBOX_KNN_MODEL_DIR"
 
 def model_dir(settings: RouterSettings) -> Path:
     """`SIGNALBOX_KNN_MODEL_DIR`, else `knn-model` beside the index dir."""
-    configured = os.environ.get(MODEL_DIR_ENV, "").strip()
-    return Path(configured) if configured else settings.knn_index_dir.parent / "knn-model"
+    configured = settings.knn_model_dir
+    return configured if configured is not None else settings.knn_index_dir.parent / "knn-model"
 
 
 def open_scorer(
@@ -40,8 +48,9 @@ def open_scorer(
     feedback for routes planned before the swap still teaches the new index."""
     memory = previous.memory if isinstance(previous, LearnedKnnScorer) else None
     index_dir, train = settings.knn_index_dir, settings.knn_train_path
-    if train is None and not (index_dir / MANIFEST_FILE).is_file():
-        log.info("knn: no training file and no index; knn aliases use their default model")
+    fresh = train is None and not (index_dir / MANIFEST_FILE).is_file()
+    if fresh and not (model_dir(settings) / MODEL_MANIFEST).is_file():
+        log.info("knn: no training file, index or model; knn aliases use their default model")
         return None
     started = time.perf_counter()
     try:
@@ -51,10 +60,12 @@ def open_scorer(
                 f"exported model is {embedder.name}, SIGNALBOX_EMBEDDING_MODEL is "
                 f"{settings.embedding_model}"
             )
+        models = None
+        if settings.catalog_path is not None:
+            models = sorted(parse_catalog(settings.catalog_path.read_bytes()).entries)
+        if fresh:
+            return cold_start(index_dir, embedder, models, memory)
         if train is not None and not index_is_current(index_dir, train, embedder):
-            models = None
-            if settings.catalog_path is not None:
-                models = sorted(parse_catalog(settings.catalog_path.read_bytes()).entries)
             log.info("knn: building the index", extra={"train": str(train), "out": str(index_dir)})
             build_index(train, models, embedder, index_dir, CALIBRATED_METHOD)
         scorer = load_scorer(index_dir, embedder, memory=memory)
@@ -71,3 +82,27 @@ def open_scorer(
         },
     )
     return scorer
+
+
+def cold_start(
+    index_dir: Path, embedder: Embedder, models: list[str] | None, memory: RouteMemory | None
+) -> LearnedKnnScorer | None:
+    """No training file and no index: an empty example set that grows from feedback quality
+    (persisted in `index_dir/online.jsonl`); until neighbours exist, plans use the default
+    model (`too_few_neighbors`). Needs the catalog to know which models feedback may score."""
+    if not models:
+        log.info("knn: no training file, index or catalog; knn aliases use their default model")
+        return None
+    index_dir.mkdir(parents=True, exist_ok=True)
+    empty = ExampleIndex.build(
+        np.zeros((0, embedder.dim), dtype=np.float32),
+        [],
+        np.zeros((0, len(models)), dtype=np.float32),
+        models=models,
+        embedding_model=embedder.name,
+        train_sha256="",
+        extra={"cold_start": True},
+    )
+    online = OnlineExamples(models, embedder.dim, log_path=index_dir / ONLINE_LOG)
+    log.info("knn: cold start, learning from feedback", extra={"online_examples": len(online)})
+    return LearnedKnnScorer(embedder, empty, online=online, memory=memory)

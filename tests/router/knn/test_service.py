@@ -3,11 +3,14 @@ hot-swap a rebuilt index on `/reload/routing` (real processes' sockets on loopba
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.common.grpc_client import open_channel
+from services.common.pb import router_pb2, router_pb2_grpc
 from services.router.knn_scorer.artifacts import build_index
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
 from services.router.knn_scorer.startup import MODEL_DIR_ENV
@@ -84,3 +87,70 @@ async def test_plan_learn_and_hot_swap(
         assert swapped.memory is scorer.memory
         again = await http.post("/route/feedback", json={**feedback, "model_id": MIXTRAL})
         assert again.status_code == 202 and swapped.examples == 101  # same query: updated
+
+
+async def test_hot_swap_under_load_drops_no_request(
+    index_dir: Path,
+    fewer: Path,
+    subset_file: Path,
+    real_subset: TrainingSet,
+    cached_embedder: CachedEmbedder,
+    model_dir: Path,
+    start_router: StartRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plans keep flowing on both surfaces while `RouterAdmin.Reload` (gRPC) and
+    `POST /reload/routing` swap indexes of different sizes underneath them."""
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    router = await start_router(knn_index_dir=index_dir, admin_token="adm")
+    prompts = ["What is 7 times 8?", "Name a prime above 50.", "Who wrote Hamlet?"]
+    stop = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def grpc_loop(stub: router_pb2_grpc.RouterStub) -> None:
+        i = 0
+        while not stop.is_set():
+            req = router_pb2.RouteRequest(alias="auto", privacy_mode="summary")
+            req.conversation.summary = prompts[i % len(prompts)]
+            plan = await stub.Plan(req, timeout=10)
+            outcomes.append(plan.policy.id)
+            i += 1
+
+    async def http_loop(http: httpx.AsyncClient) -> None:
+        i = 0
+        while not stop.is_set():
+            body = {"alias": "auto", "privacy_mode": "summary"}
+            body["conversation"] = {"summary": prompts[i % len(prompts)]}
+            reply = await http.post("/route/plan", json=body)
+            outcomes.append(reply.json()["policy"]["id"] if reply.status_code == 200 else "err")
+            i += 1
+
+    sizes = []
+    async with (
+        open_channel(f"127.0.0.1:{router.grpc_port}") as channel,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{router.http_port}", timeout=10) as http,
+    ):
+        admin = router_pb2_grpc.RouterAdminStub(channel)
+        loops = [
+            asyncio.create_task(grpc_loop(router_pb2_grpc.RouterStub(channel))),
+            asyncio.create_task(grpc_loop(router_pb2_grpc.RouterStub(channel))),
+            asyncio.create_task(http_loop(http)),
+        ]
+        for source in (fewer, subset_file, fewer):
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(
+                build_index, source, [GPT4, MIXTRAL], cached_embedder, index_dir, CALIBRATED_METHOD
+            )
+            if source is subset_file:
+                reply = await http.post("/reload/routing", headers={"authorization": "Bearer adm"})
+                assert reply.status_code == 200, reply.text
+                sizes.append(reply.json()["stats"]["knn_examples"])
+            else:
+                reloaded = await admin.Reload(router_pb2.ReloadRequest(), timeout=60)
+                assert reloaded.success, reloaded.message
+                sizes.append(reloaded.stats.knn_examples)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*loops)
+    assert sizes == [100, len(real_subset), 100]
+    assert len(outcomes) >= 6 and set(outcomes) == {"knn"}

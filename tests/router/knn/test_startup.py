@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from services.router.health import ModelHealth
+from services.router.knn import KnnPolicy
 from services.router.knn_scorer.index import IndexManifest
 from services.router.knn_scorer.startup import MODEL_DIR_ENV, open_scorer
+from services.router.resolution import PlanContext
+from services.router.routing_config import load_routing_config
 from services.router.settings import RouterSettings
+from tests.router.conftest import GPT4, MIXTRAL
+from tests.router.knn.conftest import request
 
 
 @pytest.fixture
@@ -52,3 +58,31 @@ def test_unavailable_without_data_or_model(
     monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no-model"))
     settings = router_settings(knn_train_path=small_train, knn_index_dir=tmp_path / "knn")
     assert open_scorer(settings) is None
+
+
+async def test_cold_start_learns_from_feedback_and_keeps_it(
+    tmp_path: Path,
+    model_dir: Path,
+    router_settings: Callable[..., RouterSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spec README: with neither training file nor index, KNN memory starts empty (default
+    model) and grows from feedback, persisted in the index dir."""
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    settings = router_settings(knn_index_dir=tmp_path / "knn")
+    scorer = open_scorer(settings)
+    assert scorer is not None and scorer.examples == 0
+    context = PlanContext(load_routing_config(settings), ModelHealth())
+    policy = KnnPolicy(scorer)
+    text = "Summarise the causes of the French Revolution."
+    first = await policy.resolve(request(text), context)
+    assert first is not None and first.explain_detail["fallback_reason"] == "too_few_neighbors"
+    assert first.matched == MIXTRAL  # the alias's default model
+    for n in range(3):
+        route_id = f"rte_{n:016x}"
+        first.on_planned(route_id)  # type: ignore[misc]
+        assert scorer.learn(route_id, 1.0 - n / 10, GPT4)
+    assert scorer.examples == 1  # one query, three observations
+    restarted = open_scorer(settings)
+    assert restarted is not None and restarted.examples == 1
+    assert (tmp_path / "knn" / "online.jsonl").is_file()

@@ -1,1 +1,0 @@
-"""Runnable examples for teams calling the router directly."""
