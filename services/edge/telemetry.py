@@ -81,6 +81,15 @@ class EdgeTelemetry:
         self._known: Container[str] = prices if isinstance(prices, Container) else frozenset()
         self.metrics_enabled = metrics_enabled
         self.request_log_enabled = request_log_enabled
+        # prometheus-client's `labels()` costs microseconds; label sets are few, keep children.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- request path ----------------------------------------------------------------------
 
@@ -177,39 +186,40 @@ class EdgeTelemetry:
     def _count(self, record: RequestRecord, cost: Mapping[str, Any] | None) -> None:
         endpoint = record.endpoint
         model = self._model(record)
-        metrics.REQUESTS.labels(endpoint, str(record.status_code or 0), model).inc()
+        self._child(metrics.REQUESTS, endpoint, str(record.status_code or 0), model).inc()
         for _target, failure in record.attempts.failures:
-            metrics.UPSTREAM_ATTEMPTS.labels(metrics.bounded(failure.outcome, "outcome")).inc()
+            outcome = metrics.bounded(failure.outcome, "outcome")
+            self._child(metrics.UPSTREAM_ATTEMPTS, outcome).inc()
         served = record.target is not None and record.upstream_sent_at is not None
         if served:
-            metrics.UPSTREAM_ATTEMPTS.labels("ok").inc()
+            self._child(metrics.UPSTREAM_ATTEMPTS, "ok").inc()
             if record.target.fallback_index is not None:  # type: ignore[union-attr]
                 metrics.FALLBACKS.inc()
         plan = record.plan
         if plan is not None:
             if plan.route_cache:
-                metrics.ROUTE_CACHE.labels(plan.route_cache).inc()
-            metrics.ROUTE_STRATEGY.labels(metrics.bounded(plan.strategy)).inc()
+                self._child(metrics.ROUTE_CACHE, plan.route_cache).inc()
+            self._child(metrics.ROUTE_STRATEGY, metrics.bounded(plan.strategy)).inc()
             if plan.router_latency_ms is not None:
-                metrics.ROUTER_LATENCY.labels(endpoint).observe(plan.router_latency_ms / 1000)
+                self._child(metrics.ROUTER_LATENCY, endpoint).observe(plan.router_latency_ms / 1000)
         usage = record.usage
         if usage is not None:
-            metrics.TOKENS.labels("input").inc(usage.prompt_tokens)
-            metrics.TOKENS.labels("output").inc(usage.completion_tokens)
-            metrics.TOKENS.labels("cached").inc(usage.cached_tokens)
-            metrics.TOKENS.labels("reasoning").inc(usage.reasoning_tokens)
+            self._child(metrics.TOKENS, "input").inc(usage.prompt_tokens)
+            self._child(metrics.TOKENS, "output").inc(usage.completion_tokens)
+            self._child(metrics.TOKENS, "cached").inc(usage.cached_tokens)
+            self._child(metrics.TOKENS, "reasoning").inc(usage.reasoning_tokens)
         if cost is not None:
-            metrics.COST_USD.labels(model).inc(float(cost["total_cost"]))
+            self._child(metrics.COST_USD, model).inc(float(cost["total_cost"]))
         arrived = record.arrived
-        metrics.REQUEST_DURATION.labels(endpoint).observe(
+        self._child(metrics.REQUEST_DURATION, endpoint).observe(
             max(0.0, (record.finished_at or time.perf_counter()) - arrived)
         )
         if (ttfb := _seconds(arrived, record.first_byte_at)) is not None:
-            metrics.TTFB.labels(endpoint).observe(ttfb)
+            self._child(metrics.TTFB, endpoint).observe(ttfb)
         if (overhead_ms := record.overhead_ms()) is not None:
-            metrics.OVERHEAD.labels(endpoint).observe(overhead_ms / 1000)
+            self._child(metrics.OVERHEAD, endpoint).observe(overhead_ms / 1000)
         if record.upstream_sent_at is not None and record.upstream_done_at is not None:
-            metrics.UPSTREAM_DURATION.labels(endpoint).observe(
+            self._child(metrics.UPSTREAM_DURATION, endpoint).observe(
                 max(0.0, record.upstream_done_at - record.upstream_sent_at)
             )
 
