@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 
 from tests.edge.conftest import EdgeFactory
+from tests.mcp_servers.fixture import stdio_server, write_config
 from tests.mock_upstream.fixture import MockUpstream
 
 ADMIN = "c" * 40
@@ -108,3 +109,18 @@ async def test_public_internal_config_flag(make_edge: EdgeFactory, tmp_path: Pat
     assert [i["role"] for i in response.json()["input"]] == ["system", "user"]
     assert response.json()["input"][0]["content"] == "G"
 
+
+async def test_internal_config_adds_mcp_tools_with_source_and_groups(
+    make_edge: EdgeFactory, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "mcp.json", {"demo": stdio_server()})
+    async with make_edge(
+        mcp_config=config, mcp_connect_timeout_ms=30_000, public_convert_internal_config=True
+    ) as edge:
+        internal = await edge.client.post("/convert?include_internal_config=true", json=CHAT_BODY)
+        plain = await edge.client.post("/convert", json=CHAT_BODY)
+    tools = {t["name"]: t for t in internal.json()["tools"]}
+    assert "f" in tools  # the client's own tool is kept
+    demo = [t for name, t in tools.items() if name.startswith("demo_")]
+    assert demo and all(t["source"] == "mcp" and t["groups"] == ["demo"] for t in demo)
+    assert [t["name"] for t in plain.json()["tools"]] == ["f"]
