@@ -14,7 +14,9 @@ exact vs approximate recall@10, and PlanBatch(64) vs 64 single Plan calls over g
 - PlanBatch: one in-process router (gRPC on loopback, the 10k index), 64 KNN requests as one
   `PlanBatch` vs 64 sequential `Plan` calls; per-plan time, median of rounds.
 
-FAISS and ONNX Runtime use one thread. Writes `bench/results/router_knn.json`.
+FAISS and ONNX Runtime use one thread while measuring (index builds may use every core). Wall
+times and this process's CPU time are both recorded: on a busy machine the CPU figures are the
+steadier ones. Writes `bench/results/router_knn.json`.
 Run: `.venv/bin/python -m bench.router_knn_bench` (~2-3 min; needs `signalbox-router
 export-model --out build/knn-model`, or `SIGNALBOX_KNN_MODEL_DIR`).
 Sizes: `SIGNALBOX_BENCH_KNN_SIZES=10000,100000,1000000`.
@@ -142,15 +144,17 @@ async def decision_latency(scorer: LearnedKnnScorer, ctx: PlanContext, texts: li
     policy = KnnPolicy(scorer)
     for text in texts[:5]:  # warm-up
         await policy.resolve(route_request(text), ctx)
-    samples, embed, search = [], [], []
+    samples, cpu, embed, search = [], [], [], []
     for text in texts:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         res = await policy.resolve(route_request(text), ctx)
         samples.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - cpu_started) * 1000)
         embed.append(res.explain_detail["timings_ms"]["embed"])
         search.append(res.explain_detail["timings_ms"]["search"])
     return {
         **percentiles(samples),
+        "cpu": percentiles(cpu),  # this process's CPU: less sensitive to a busy machine
         "embed": percentiles(embed),
         "search": percentiles(search),
     }
@@ -170,19 +174,21 @@ async def plan_batch_vs_singles(
     app = RouterApp(settings(tmp), knn_scorer=scorer)
     await app.start()
     requests = [route_request(texts[i % len(texts)]) for i in range(BATCH)]
-    singles, batches = [], []
+    singles, batches, singles_cpu, batches_cpu = [], [], [], []
     try:
         async with open_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = router_pb2_grpc.RouterStub(channel)
             await stub.PlanBatch(router_pb2.PlanBatchRequest(plans=requests[:4]))  # warm-up
             for _ in range(BATCH_ROUNDS):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 for request in requests:
                     await stub.Plan(request)
                 singles.append((time.perf_counter() - started) * 1000 / BATCH)
-                started = time.perf_counter()
+                singles_cpu.append((time.process_time() - cpu_started) * 1000 / BATCH)
+                started, cpu_started = time.perf_counter(), time.process_time()
                 reply = await stub.PlanBatch(router_pb2.PlanBatchRequest(plans=requests))
                 batches.append((time.perf_counter() - started) * 1000 / BATCH)
+                batches_cpu.append((time.process_time() - cpu_started) * 1000 / BATCH)
                 assert all(item.HasField("plan") for item in reply.plans)
     finally:
         await app.stop()
@@ -193,6 +199,9 @@ async def plan_batch_vs_singles(
         "single_ms_per_plan": round(single, 3),
         "batch_ms_per_plan": round(batch, 3),
         "batch_over_single": round(batch / single, 3),
+        # client + server CPU (one process) per plan
+        "single_cpu_ms_per_plan": round(statistics.median(singles_cpu), 3),
+        "batch_cpu_ms_per_plan": round(statistics.median(batches_cpu), 3),
     }
 
 
@@ -250,6 +259,7 @@ async def main() -> int:
         ctx = PlanContext(load_routing_config(settings(tmp)), ModelHealth())
         for size in SIZES:
             started = time.perf_counter()
+            faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds may use every core
             syn_vectors, syn_scores = synthetic(seed_vectors, seed_scores, size)
             index = ExampleIndex.build(
                 syn_vectors,
@@ -260,6 +270,7 @@ async def main() -> int:
                 train_sha256="synthetic",
             )
             built = round(time.perf_counter() - started, 1)
+            faiss.omp_set_num_threads(1)  # measurements: one core
             scorer = LearnedKnnScorer(
                 embedder, index, method=CALIBRATED_METHOD, calibration=calibration
             )

@@ -30,6 +30,7 @@ from services.router.sticky import StickyStore
 log = logging.getLogger(__name__)
 
 PLAN_BATCH_MAX = 64
+BATCH_CONCURRENCY = max(2, os.cpu_count() or 1)
 PROBE_TIMEOUT_SECONDS = 2.0
 ROUTER_NAME = "signalbox-router"
 HTTP_ENDPOINTS = (
@@ -120,16 +121,19 @@ class RouterService:
         """Plans in order; a failing element becomes its error in place."""
         if not 1 <= len(requests) <= PLAN_BATCH_MAX:
             raise invalid(f"plans must hold 1 to {PLAN_BATCH_MAX} requests, got {len(requests)}")
-        results: list[PlanResult | RouteFailure] = []
-        for request in requests:
+        gate = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(request: router_pb2.RouteRequest | RouteFailure) -> PlanResult | RouteFailure:
             if isinstance(request, RouteFailure):
-                results.append(request)
-                continue
-            try:
-                results.append(await self.plan(request))
-            except RouteFailure as failure:
-                results.append(failure)
-        return results
+                return request
+            async with gate:
+                try:
+                    return await self.plan(request)
+                except RouteFailure as failure:
+                    return failure
+
+        # KNN plans embed off the event loop, so a few at once use every core.
+        return list(await asyncio.gather(*(one(r) for r in requests)))
 
     @staticmethod
     def new_batch_id() -> str:

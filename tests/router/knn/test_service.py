@@ -4,19 +4,28 @@ hot-swap a rebuilt index on `/reload/routing` (real processes' sockets on loopba
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from services.common.grpc_client import open_channel
 from services.common.pb import router_pb2, router_pb2_grpc
-from services.router.knn_scorer.artifacts import build_index
+from services.router.errors import ErrorCode, RouteFailure
+from services.router.knn_scorer.artifacts import build_index, load_scorer
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
 from services.router.knn_scorer.startup import MODEL_DIR_ENV
 from services.router.knn_scorer.training_data import TrainingSet
+from services.router.planner import PlanResult
+from services.router.routing_config import load_routing_config
+from services.router.service import RouterService
+from services.router.settings import RouterSettings
+from services.router.sticky import MemoryStickyStore
 from tests.router.conftest import GPT4, MIXTRAL, StartRouter
-from tests.router.knn.conftest import CachedEmbedder
+from tests.router.knn.conftest import CachedEmbedder, request
 
 
 @pytest.fixture
@@ -154,3 +163,48 @@ async def test_hot_swap_under_load_drops_no_request(
         await asyncio.gather(*loops)
     assert sizes == [100, len(real_subset), 100]
     assert len(outcomes) >= 6 and set(outcomes) == {"knn"}
+
+
+class CountingEmbedder:
+    """Counts encoder runs (calls) of the wrapped embedder."""
+
+    def __init__(self, inner: CachedEmbedder) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.calls: list[int] = []
+
+    def embed(self, texts: list[str]) -> Any:
+        self.calls.append(len(texts))
+        return self.inner.embed(texts)
+
+
+async def test_plan_batch_runs_concurrently_and_answers_in_order(
+    index_dir: Path,
+    real_subset: TrainingSet,
+    cached_embedder: CachedEmbedder,
+    router_settings: Callable[..., RouterSettings],
+) -> None:
+    counting = CountingEmbedder(cached_embedder)
+    scorer = load_scorer(index_dir, counting, learn=False)
+    service = RouterService(
+        load_routing_config(router_settings()),
+        sticky=MemoryStickyStore(),
+        load_settings=router_settings,
+        knn_scorer=scorer,
+    )
+    texts = [e.prompt for e in real_subset.examples[:6]]
+    requests: list[Any] = [request(t) for t in texts]
+    requests.insert(2, router_pb2.RouteRequest(alias="nano-basic"))
+    requests.insert(4, request(texts[0], alias="ghost-alias-never-configured"))
+    requests.insert(5, RouteFailure(ErrorCode.INVALID_REQUEST, "bad element"))
+    batch = await service.plan_batch(requests)
+    assert counting.calls == [1] * 6  # one encoder run per KNN plan
+    kinds = [r.plan.policy.id if isinstance(r, PlanResult) else r.code for r in batch]
+    assert kinds[:6] == ["knn", "knn", "alias_table", "knn", "default", ErrorCode.INVALID_REQUEST]
+    assert kinds[6:] == ["knn"] * 3
+    knn_plans = [r for r in batch if isinstance(r, PlanResult) and r.plan.policy.id == "knn"]
+    for planned, text in zip(knn_plans, texts, strict=True):
+        single = await service.plan(request(text))
+        got, want = (
+            MessageToDict(p.plan.policy.explain_detail)["neighbors"] for p in (planned, single)
+        )
+        assert got == want  # in order: each plan answers its own request
