@@ -71,7 +71,7 @@ async def test_router_plan_to_the_metadata_service_is_refused(
         response = await edge.client.post(
             "/v1/chat/completions", json={**CHAT, "model": "evil"}, headers=BEARER
         )
-    assert_error(response, 502, "upstream_not_allowed", "server_error")
+    assert_error(response, 502, "upstream_not_allowed", "upstream_error")
     assert await mock_upstream.requests() == []
     [event] = edge.events
     assert event["response"]["status_code"] == 502
