@@ -76,8 +76,10 @@ async def test_status_document(make_edge: EdgeFactory) -> None:
         "addr": None,
         "strict": True,
         "timeout_ms": 250,
+        "cache_ttl_ms": 15000,
         "privacy_mode": "features_only",
         "policy_rev": None,
+        "catalog_revision": None,
     }
     assert status["features"]["auth"] == {
         "mode": "managed",
