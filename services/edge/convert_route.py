@@ -52,7 +52,9 @@ def convert_chat_body(
 @router.post("/convert")
 async def convert(request: Request) -> Response:
     runtime = request.app.state.runtime
-    body = parse_body(await read_body(request, runtime.settings.max_body_bytes), "chat")
+    settings = runtime.settings
+    raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+    body = parse_body(raw, "chat")
     query = request.query_params
     converted = convert_chat_body(
         body,

@@ -17,6 +17,8 @@ from services.edge.errors import ApiError
 log = logging.getLogger(__name__)
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# httptools sets no limit of its own; nginx in front allows 4 x 8 KiB by default.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def request_id_from(header: str | None) -> str:
@@ -50,7 +52,13 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
+                too_large = ApiError(
+                    431, "headers_too_large", f"Request headers exceed {MAX_HEADER_BYTES} bytes"
+                )
+                await too_large.to_response()(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception as exc:
             log.exception(
                 "unhandled error",

@@ -64,16 +64,23 @@ _RESERVED_UPSTREAM_HEADERS = frozenset(
 )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The raw body, refusing (413) as soon as it is known to exceed `limit` bytes and (408)
+    when it has not fully arrived within `timeout_s`: a slowloris client holds no slot long."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _too_large(limit)
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"Request body not received within {timeout_s:g} s"
+        ) from None
     return bytes(body)
 
 
@@ -376,7 +383,9 @@ class InferenceProxy:
             log.exception("analytics event dropped", extra={"request_id": record.request_id})
 
     async def _handle(self, request: Request, api: Api, record: RequestRecord) -> Response:
-        raw = await read_body(request, self._settings.max_body_bytes)
+        raw = await read_body(
+            request, self._settings.max_body_bytes, self._settings.body_timeout_seconds
+        )
         record.size_bytes = len(raw)
         body = parse_body(raw, api)
         record.model = body["model"]

@@ -51,6 +51,8 @@ class EdgeSettings(CommonSettings):
     cache_ttl_ms: int = Field(default=15_000, ge=0)
     cache_stale_ms: int = Field(default=60_000, ge=0)
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Extension: a body must arrive within this (slowloris guard; 408 `request_timeout`).
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
     upstream_connect_timeout_ms: int = Field(default=5000, gt=0)
     upstream_timeout_ms: int = Field(default=600_000, gt=0)
     keys_cache_ms: int = Field(default=5000, ge=0)

@@ -19,6 +19,7 @@ from tests.mock_upstream.fixture import (  # noqa: F401 (pytest fixtures)
 )
 
 START_TIMEOUT_S = 30.0
+BODY_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def edge_url(
         OPENAI_BASE_URL=mock_upstream_server.base_url,
         SIGNALBOX_MAX_BODY_BYTES=str(1024 * 1024),
         SIGNALBOX_UPSTREAM_TIMEOUT_MS="10000",
+        SIGNALBOX_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT_S),
     )
     log = (tmp / "edge.log").open("wb")
     process = subprocess.Popen(
