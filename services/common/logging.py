@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
-from pythonjsonlogger.json import JsonFormatter
+import orjson
 
+# (pattern, replacement, a substring of the lowered text without which it cannot match).
 _SECRET_PATTERNS = (
     # Signalbox tokens keep their public id, lose the secret.
-    (re.compile(r"(sk_[0-9a-fA-F]{32})\.[0-9a-fA-F]+"), r"\1.***"),
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
-    (re.compile(r"(?i)(redis://[^:@/\s]*:)[^@\s]+@"), r"\1***@"),
-    (re.compile(r"(?i)(postgres(?:ql)?://[^:@/\s]*:)[^@\s]+@"), r"\1***@"),
+    (re.compile(r"(sk_[0-9a-fA-F]{32})\.[0-9a-fA-F]+"), r"\1.***", "sk_"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1***", "bearer"),
+    (re.compile(r"(?i)(redis://[^:@/\s]*:)[^@\s]+@"), r"\1***@", "redis://"),
+    (re.compile(r"(?i)(postgres(?:ql)?://[^:@/\s]*:)[^@\s]+@"), r"\1***@", "postgres"),
 )
 
 
@@ -56,29 +60,80 @@ def set_trace_id_source(source: TraceIds | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """Remove bearer tokens, key secrets and URL passwords from a string."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
+    """Remove bearer tokens, key secrets and URL passwords from a string.
+
+    Each regex runs only when its literal is present: most lines hold none, and four
+    case-insensitive scans of every line were the largest cost of the request log line.
+    """
+    lowered = text.lower()
+    for pattern, replacement, needle in _SECRET_PATTERNS:
+        if needle in lowered:
+            text = pattern.sub(replacement, text)
     return text
 
 
-class _ScrubbingFormatter(JsonFormatter):
+# LogRecord attributes that are not `extra=` fields (python-json-logger's reserved set).
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _fallback(value: object) -> str:
+    return str(value)
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, message, service, then the `extra=`
+    fields, then exc_info / stack_info; the whole line scrubbed.
+
+    orjson instead of python-json-logger: the request summary line cost ~0.15 ms per request
+    there, most of it in the stdlib encoder and the per-record field bookkeeping.
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self._second = -1
+        self._stamp = ""
+
+    def _ts(self, created: float) -> str:
+        """`logging`'s default asctime (`2026-01-02 03:04:05,678`); strftime once a second."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(created))
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
+
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        given = record.msg if isinstance(record.msg, dict) else None
+        record.message = "" if given is not None else record.getMessage()
+        line: dict[str, Any] = {
+            "ts": self._ts(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.message,
+            "service": self.service,
+        }
+        if given is not None:
+            line.update(given)
+        if record.exc_info and not line.get("exc_info"):
+            line["exc_info"] = self.formatException(record.exc_info)
+        if not line.get("exc_info") and record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info and not line.get("stack_info"):
+            line["stack_info"] = self.formatStack(record.stack_info)
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value
+        try:
+            text = orjson.dumps(line, default=_fallback, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # e.g. an int beyond 64 bits
+            text = json.dumps(line, default=_fallback, ensure_ascii=False)
+        return scrub(text)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route the root logger (and uvicorn's) to one JSON object per line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        _ScrubbingFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-            static_fields={"service": service},
-            timestamp=False,
-        )
-    )
+    handler.setFormatter(JsonLineFormatter(service))
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
