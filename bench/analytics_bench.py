@@ -158,7 +158,7 @@ async def bulk_rows(url: str, rows: int) -> None:
             INSERT INTO analytics_events (id, timestamp, event, endpoint, model_key, backend,
                 strategy, success, fallback_used, duration_ms, tokens_per_second, prompt_tokens,
                 completion_tokens, cached_tokens, reasoning_tokens, total_cost)
-            SELECT 'bulk-' || g, $1 - 7200 + g * (7000.0 / $2), '{"id":"bulk"}'::jsonb,
+            SELECT 'bulk-' || g, $1 - 7200 + g * (7000.0 / $2), '{"id":"bulk"}'::json,
                 CASE WHEN g % 4 = 0 THEN '/v1/responses' ELSE '/v1/chat/completions' END,
                 'model-' || (g % 7), 'router',
                 CASE WHEN g % 5 = 0 THEN 'knn' ELSE 'alias_table' END,

@@ -7,9 +7,9 @@ so queries and exports return the same keys for every event whatever the sender 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from google.protobuf import json_format
@@ -26,49 +26,55 @@ class InvalidEvent(ValueError):
     """An event that can never be stored; the whole batch is refused, nothing is written."""
 
 
-# How `message_to_document` reads each field kind.
-_PLAIN, _OPTIONAL, _MESSAGE, _MESSAGES, _REPEATED, _MAP = range(6)
-
-
-def _kind(field: FieldDescriptor) -> int:
+def _value_sql(field: FieldDescriptor) -> str:
+    """Python expression of one field of `m` as it goes into the document."""
+    name = field.name
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        return _MAP
+        return f"dict(m.{name})"
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return _MESSAGES if field.is_repeated else _MESSAGE
+        convert = f"_convert({_type_ref(field.message_type)})"
+        if field.is_repeated:
+            return f"[{convert}(item) for item in m.{name}]"
+        return f"{convert}(m.{name}) if has({name!r}) else None"
     if field.is_repeated:
-        return _REPEATED
-    return _OPTIONAL if field.has_presence else _PLAIN
+        return f"list(m.{name})"
+    if field.has_presence:
+        # A non-default value is set by definition: HasField (the costly call) only for defaults.
+        return f"v if (v := m.{name}) or has({name!r}) else None"
+    return f"m.{name}"
+
+
+def _type_ref(descriptor: Descriptor) -> str:
+    return f"_types[{descriptor.full_name!r}]"
+
+
+_types: dict[str, Descriptor] = {}
 
 
 @cache
-def _plan(descriptor: Descriptor) -> tuple[tuple[str, int], ...]:
-    """Per message type, once: each field's name and kind, in declaration order."""
-    return tuple((field.name, _kind(field)) for field in descriptor.fields)
+def _convert(descriptor: Descriptor) -> Callable[[Message], dict[str, Any]]:
+    """Per message type, once: a straight-line function from the message to its document.
+
+    Generated (like `dataclasses` does) because this runs for every ingested event: one
+    attribute read per field, no per-field dispatch, `HasField` only where a value is a default.
+    """
+    for field in descriptor.fields:
+        if field.message_type is not None:
+            _types[field.message_type.full_name] = field.message_type
+    items = ",\n        ".join(f"{f.name!r}: {_value_sql(f)}" for f in descriptor.fields)
+    source = f"def convert(m):\n    has = m.HasField\n    return {{\n        {items}\n    }}\n"
+    namespace: dict[str, Any] = {"_convert": _convert, "_types": _types}
+    exec(compile(source, f"<document of {descriptor.full_name}>", "exec"), namespace)
+    return namespace["convert"]  # type: ignore[no-any-return]
 
 
 def message_to_document(message: Message) -> dict[str, Any]:
     """Every field present: unset optional fields and sub-messages are `None`, repeated are `[]`,
     maps are objects (with scalar values, the only kind our protos use).
 
-    Unlike `json_format.MessageToDict`, 64-bit integers stay numbers (Routiium's JSON). This
-    runs for every ingested event, so it walks a cached per-type plan with one C call per field.
+    Unlike `json_format.MessageToDict`, 64-bit integers stay numbers (Routiium's JSON).
     """
-    has = message.HasField
-    document: dict[str, Any] = {}
-    for name, kind in _plan(message.DESCRIPTOR):
-        if kind == _OPTIONAL:
-            document[name] = getattr(message, name) if has(name) else None
-        elif kind == _PLAIN:
-            document[name] = getattr(message, name)
-        elif kind == _MESSAGE:
-            document[name] = message_to_document(getattr(message, name)) if has(name) else None
-        elif kind == _REPEATED:
-            document[name] = list(getattr(message, name))
-        elif kind == _MAP:
-            document[name] = dict(getattr(message, name))
-        else:
-            document[name] = [message_to_document(item) for item in getattr(message, name)]
-    return document
+    return _convert(message.DESCRIPTOR)(message)
 
 
 def fill_from_document(message: Message, document: dict[str, Any]) -> None:
@@ -143,34 +149,9 @@ def price_missing_cost(event: analytics_pb2.AnalyticsEvent, prices: PriceTable) 
     event.cost.CopyFrom(analytics_pb2.Cost(**cost))
 
 
-def _opt(message: Message, name: str) -> Any:
-    return getattr(message, name) if message.HasField(name) else None
-
-
-# Column order of `StoredEvent.row()`; the table's extracted columns (store.py) use these names.
-COLUMNS = (
-    "id",
-    "timestamp",
-    "event",
-    "endpoint",
-    "model_key",
-    "backend",
-    "strategy",
-    "success",
-    "fallback_used",
-    "duration_ms",
-    "tokens_per_second",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "total_cost",
-)
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """One row of `analytics_events`: the document plus the columns aggregation reads."""
+class StoredEvent(NamedTuple):
+    """One row of `analytics_events` (a tuple, handed to COPY as is): the document plus the
+    columns aggregation reads."""
 
     id: str
     timestamp: float
@@ -189,48 +170,40 @@ class StoredEvent:
     reasoning_tokens: int | None
     total_cost: float | None
 
-    def row(self) -> tuple[Any, ...]:
-        return (
-            self.id,
-            self.timestamp,
-            self.document,
-            self.endpoint,
-            self.model_key,
-            self.backend,
-            self.strategy,
-            self.success,
-            self.fallback_used,
-            self.duration_ms,
-            self.tokens_per_second,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.cached_tokens,
-            self.reasoning_tokens,
-            self.total_cost,
-        )
+
+# Column order of a `StoredEvent`; the table's extracted columns (store.py) use these names.
+COLUMNS = tuple("event" if name == "document" else name for name in StoredEvent._fields)
+_NONE: dict[str, Any] = {}
 
 
 def to_stored(event: analytics_pb2.AnalyticsEvent, prices: PriceTable) -> StoredEvent:
-    """Validate, price if needed, and extract; raises `InvalidEvent` for unstorable input."""
+    """Validate, price if needed, and extract; raises `InvalidEvent` for unstorable input.
+
+    The columns are read from the document just built (dict lookups), not from the message
+    again: every `HasField` on the message costs more than the lookup.
+    """
     validate(event)
     price_missing_cost(event, prices)
-    request, routing, perf = event.request, event.routing, event.performance
-    usage, cost = event.token_usage, event.cost
+    document = message_to_document(event)
+    request = document["request"] or _NONE
+    routing = document["routing"] or _NONE
+    perf = document["performance"] or _NONE
+    usage = document["token_usage"] or _NONE
     return StoredEvent(
-        id=event.id,
-        timestamp=event.timestamp,
-        document=orjson.dumps(message_to_document(event)).decode(),
-        endpoint=_opt(request, "endpoint"),
-        model_key=model_key(event),
-        backend=_opt(routing, "backend"),
-        strategy=_opt(routing, "strategy"),
-        success=_opt(event.response, "success"),
-        fallback_used=_opt(routing, "fallback_used"),
-        duration_ms=_opt(perf, "duration_ms"),
-        tokens_per_second=_opt(perf, "tokens_per_second"),
-        prompt_tokens=_opt(usage, "prompt_tokens"),
-        completion_tokens=_opt(usage, "completion_tokens"),
-        cached_tokens=_opt(usage, "cached_tokens"),
-        reasoning_tokens=_opt(usage, "reasoning_tokens"),
-        total_cost=_opt(cost, "total_cost"),
+        document["id"],
+        document["timestamp"],
+        orjson.dumps(document).decode(),
+        request.get("endpoint"),
+        routing.get("resolved_model") or request.get("model") or None,
+        routing.get("backend"),
+        routing.get("strategy"),
+        (document["response"] or _NONE).get("success"),
+        routing.get("fallback_used"),
+        perf.get("duration_ms"),
+        perf.get("tokens_per_second"),
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("cached_tokens"),
+        usage.get("reasoning_tokens"),
+        (document["cost"] or _NONE).get("total_cost"),
     )
