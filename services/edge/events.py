@@ -111,6 +111,9 @@ class RequestRecord:
     usage: Usage | None = None
     span: Any = None  # the request's trace span while tracing is on (services/edge/telemetry)
     limits: Admission | None = None  # what the key's rate limits reserved (limits.py)
+    # (prices, usage, model, cost) of the last `event_cost`: telemetry, limits, feedback and
+    # the analytics event all need the cost of a finished request; it is computed once.
+    cost_memo: tuple[Any, Usage, str, dict[str, Any]] | None = field(default=None, repr=False)
 
     def mark_sent(self, size: int) -> None:
         now = time.perf_counter()
@@ -172,13 +175,19 @@ def _routing(record: RequestRecord) -> dict[str, Any]:
 
 
 def event_cost(record: RequestRecord, prices: CostTable) -> dict[str, Any] | None:
-    if record.usage is None:
+    """The §1 `cost` object (shared, do not mutate); None without usage."""
+    u = record.usage
+    if u is None:
         return None
     model = record.target.model_id if record.target else (record.model or "")
-    u = record.usage
-    return prices.cost(
+    memo = record.cost_memo
+    if memo is not None and memo[0] is prices and memo[1] is u and memo[2] == model:
+        return memo[3]
+    cost = prices.cost(
         model, u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens
     )
+    record.cost_memo = (prices, u, model, cost)
+    return cost
 
 
 def build_event(record: RequestRecord, prices: CostTable) -> dict[str, Any]:

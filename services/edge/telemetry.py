@@ -62,6 +62,9 @@ def spool_usage(directory: Path) -> tuple[int, int]:
     return events, size
 
 
+TOKEN_KINDS = ("input", "output", "cached", "reasoning")
+
+
 def _seconds(start: float, end: float | None) -> float | None:
     return None if end is None else max(0.0, end - start)
 
@@ -83,6 +86,9 @@ class EdgeTelemetry:
         self.request_log_enabled = request_log_enabled
         # prometheus-client's `labels()` costs microseconds; label sets are few, keep children.
         self._children: dict[tuple[Any, ...], Any] = {}
+        if metrics_enabled:  # every token kind is exported from the start, even while zero
+            for kind in TOKEN_KINDS:
+                self._child(metrics.TOKENS, kind)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -168,10 +174,12 @@ class EdgeTelemetry:
     def finish(self, record: RequestRecord) -> None:
         """Everything recorded once per request, whichever way it ended. Never raises."""
         try:
-            cost = event_cost(record, self._prices) if record.usage is not None else None
+            span = record.span
+            cost = None
+            if record.usage is not None and (self.metrics_enabled or span is not None):
+                cost = event_cost(record, self._prices)
             if self.metrics_enabled:
                 self._count(record, cost)
-            span = record.span
             if span is not None:
                 self._end_span(record, span, cost)
             if self.request_log_enabled:
@@ -204,10 +212,15 @@ class EdgeTelemetry:
                 self._child(metrics.ROUTER_LATENCY, endpoint).observe(plan.router_latency_ms / 1000)
         usage = record.usage
         if usage is not None:
-            self._child(metrics.TOKENS, "input").inc(usage.prompt_tokens)
-            self._child(metrics.TOKENS, "output").inc(usage.completion_tokens)
-            self._child(metrics.TOKENS, "cached").inc(usage.cached_tokens)
-            self._child(metrics.TOKENS, "reasoning").inc(usage.reasoning_tokens)
+            counts = (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens,
+                usage.reasoning_tokens,
+            )
+            for kind, tokens in zip(TOKEN_KINDS, counts, strict=True):
+                if tokens:  # most requests have no cached or reasoning tokens: skip the lock
+                    self._child(metrics.TOKENS, kind).inc(tokens)
         if cost is not None:
             self._child(metrics.COST_USD, model).inc(float(cost["total_cost"]))
         arrived = record.arrived
