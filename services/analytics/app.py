@@ -8,52 +8,24 @@ from __future__ import annotations
 import logging
 import time
 
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
-
-from services.analytics.health import DATABASE_UNAVAILABLE, DatabaseHealth
 from services.analytics.retention import RetentionSweeper
 from services.analytics.service import SERVICE_NAME, AnalyticsService, Clock
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import EventStore
-from services.common.db import Database, connect
+from services.common.db import Database, open_migrated
+from services.common.db_health import DatabaseHealth
 from services.common.grpc_server import GrpcServer
 from services.common.pb import analytics_pb2_grpc
 from services.common.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 
-# A database that is still booting (compose, Kubernetes) gets this long before we give up.
-STARTUP_DB_WAIT_SECONDS = 30.0
-
-
-async def _connect_and_migrate(settings: AnalyticsSettings) -> Database:
-    db = await connect(settings.database_url, settings.sqlite_path)
-    try:
-        await EventStore(db).migrate()
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
 
 async def open_database(settings: AnalyticsSettings) -> Database:
     """Connect and migrate, retrying only while the database is unreachable."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(DATABASE_UNAVAILABLE),
-        stop=stop_after_delay(STARTUP_DB_WAIT_SECONDS),
-        wait=wait_exponential(multiplier=0.2, max=2.0),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    ):
-        with attempt:
-            return await _connect_and_migrate(settings)
-    raise AssertionError("unreachable: AsyncRetrying either returns or reraises")
+    return await open_migrated(
+        settings.database_url, settings.sqlite_path, lambda db: EventStore(db).migrate()
+    )
 
 
 class AnalyticsApp:
@@ -87,7 +59,9 @@ class AnalyticsApp:
         prices = PriceTable.load(s.pricing_config, s.catalog_path)
         self.db = await open_database(s)
         self.store = EventStore(self.db)
-        self.health = DatabaseHealth(self.db, self.server, s.analytics_health_probe_seconds)
+        self.health = DatabaseHealth(
+            self.db, self.server, s.analytics_health_probe_seconds, name="analytics"
+        )
         servicer = AnalyticsService(
             self.store,
             prices,

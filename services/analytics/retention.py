@@ -6,8 +6,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from services.analytics.periodic import Periodic
 from services.analytics.store import EventStore
+from services.common.periodic import Periodic
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import grpc
 
 from services.analytics import export
 from services.analytics.events import InvalidEvent, StoredEvent, event_from_json, to_stored
-from services.analytics.health import DATABASE_UNAVAILABLE, DatabaseHealth
 from services.analytics.store import Aggregate, EventStore
 from services.analytics.window import (
     EXPORT_WINDOW_SECONDS,
@@ -21,6 +20,8 @@ from services.analytics.window import (
     resolve_limit,
     resolve_window,
 )
+from services.common.db import DATABASE_UNAVAILABLE
+from services.common.db_health import DatabaseHealth
 from services.common.pb import analytics_pb2, analytics_pb2_grpc
 from services.common.pricing import PriceTable
 

@@ -11,16 +11,41 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aiosqlite
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 log = logging.getLogger(__name__)
+
+# Failures that mean "the database cannot be reached or used right now", not a bad query.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # What asyncpg raises when a query races the server terminating its connection.
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.TooManyConnectionsError,
+    sqlite3.OperationalError,
+)
+# A database that is still booting (compose, Kubernetes) gets this long before we give up.
+STARTUP_DB_WAIT_SECONDS = 30.0
 
 Dialect = Literal["postgres", "sqlite"]
 Row = Mapping[str, Any]
@@ -253,3 +278,33 @@ async def migrate(db: Database, component: str, migrations: Sequence[Migration])
     if applied:
         log.info("migrated", extra={"component": component, "versions": applied})
     return applied
+
+
+async def open_migrated(
+    url: str | None,
+    sqlite_path: Path,
+    migrate_schema: Callable[[Database], Awaitable[object]],
+    *,
+    wait_seconds: float = STARTUP_DB_WAIT_SECONDS,
+) -> Database:
+    """Connect and run the migrations, retrying only while the database is unreachable."""
+
+    async def attempt_once() -> Database:
+        db = await connect(url, sqlite_path)
+        try:
+            await migrate_schema(db)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(DATABASE_UNAVAILABLE),
+        stop=stop_after_delay(wait_seconds),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt:
+            return await attempt_once()
+    raise AssertionError("unreachable: AsyncRetrying either returns or reraises")

@@ -8,19 +8,11 @@ from __future__ import annotations
 import logging
 import time
 
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
-
-from services.common.db import Database, connect
+from services.common.db import Database, open_migrated
+from services.common.db_health import DatabaseHealth
 from services.common.grpc_server import GrpcServer
 from services.common.pb import keys_pb2_grpc
 from services.keys.expiry import ExpiryPolicy
-from services.keys.health import DATABASE_UNAVAILABLE, DatabaseHealth
 from services.keys.invalidation import InvalidationPublisher
 from services.keys.service import SERVICE_NAME, Clock, KeysService
 from services.keys.settings import KeysSettings
@@ -28,32 +20,12 @@ from services.keys.store import KeyStore
 
 log = logging.getLogger(__name__)
 
-# A database that is still booting (compose, Kubernetes) gets this long before we give up.
-STARTUP_DB_WAIT_SECONDS = 30.0
-
-
-async def _connect_and_migrate(settings: KeysSettings) -> Database:
-    db = await connect(settings.database_url, settings.sqlite_path)
-    try:
-        await KeyStore(db).migrate()
-    except BaseException:
-        await db.close()
-        raise
-    return db
-
 
 async def open_database(settings: KeysSettings) -> Database:
     """Connect and migrate, retrying only while the database is unreachable."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(DATABASE_UNAVAILABLE),
-        stop=stop_after_delay(STARTUP_DB_WAIT_SECONDS),
-        wait=wait_exponential(multiplier=0.2, max=2.0),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
-    ):
-        with attempt:
-            return await _connect_and_migrate(settings)
-    raise AssertionError("unreachable: AsyncRetrying either returns or reraises")
+    return await open_migrated(
+        settings.database_url, settings.sqlite_path, lambda db: KeyStore(db).migrate()
+    )
 
 
 class KeysApp:
@@ -83,7 +55,7 @@ class KeysApp:
     async def _start(self) -> int:
         s = self.settings
         self.db = await open_database(s)
-        self.health = DatabaseHealth(self.db, self.server, s.keys_health_probe_seconds)
+        self.health = DatabaseHealth(self.db, self.server, s.keys_health_probe_seconds, name="keys")
         if s.redis_url:
             self.publisher = InvalidationPublisher(s.redis_url, s.redis_key_prefix)
         servicer = KeysService(

@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common.db import DATABASE_UNAVAILABLE
+from services.common.db_health import DatabaseHealth
 from services.common.pb import keys_pb2, keys_pb2_grpc
 from services.keys.convert import attributes_from, generated_key, key_info, optional
 from services.keys.errors import KeyValidationError
 from services.keys.expiry import ExpiryPolicy
-from services.keys.health import DATABASE_UNAVAILABLE, DatabaseHealth
 from services.keys.invalidation import InvalidationPublisher
 from services.keys.model import KeyAttributes, KeyRecord, batch_labels, validate_text
 from services.keys.store import KeyStore, StoredKey

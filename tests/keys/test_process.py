@@ -33,6 +33,7 @@ def spawn(tmp_path: Path, port: int, **env_overrides: str) -> subprocess.Popen[b
         SIGNALBOX_INTERNAL_TOKEN=INTERNAL_TOKEN,
         SIGNALBOX_LOG_LEVEL="DEBUG",
         SIGNALBOX_SHUTDOWN_GRACE_SECONDS="2",
+        SIGNALBOX_KEYS_METRICS_BIND="off",  # tests run several keys processes at once
         PYTHONUNBUFFERED="1",
         **env_overrides,
     )

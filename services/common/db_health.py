@@ -1,46 +1,32 @@
 """gRPC health that follows the database: NOT_SERVING while it is unusable, SERVING once back.
 
-A periodic `SELECT 1` catches an outage while idle; an RPC that hits a connection failure
-flips health at once instead of waiting for the next probe.
+A background probe runs every `interval_seconds`; an RPC that hits a connection failure calls
+`mark(False, …)` so health flips at once instead of waiting for the next probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 
-import asyncpg
-
-from services.analytics.periodic import Periodic
 from services.common.db import Database
 from services.common.grpc_server import GrpcServer
+from services.common.periodic import Periodic
 
 log = logging.getLogger(__name__)
-
-# Failures that mean "the database cannot be reached or used right now", not a bad query.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.ObjectNotInPrerequisiteStateError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.TooManyConnectionsError,
-    sqlite3.OperationalError,
-)
 
 
 class DatabaseHealth:
     """Owns the serving flag of one `GrpcServer` on behalf of its database."""
 
-    def __init__(self, db: Database, server: GrpcServer, interval_seconds: float) -> None:
+    def __init__(
+        self, db: Database, server: GrpcServer, interval_seconds: float, *, name: str
+    ) -> None:
         self._db = db
         self._server = server
         self._serving: bool | None = None
         self._probe_timeout = max(interval_seconds, 1.0)
-        self._periodic = Periodic("analytics-db-health", interval_seconds, self.probe)
+        self._periodic = Periodic(f"{name}-db-health", interval_seconds, self.probe)
 
     @property
     def serving(self) -> bool:
@@ -62,7 +48,8 @@ class DatabaseHealth:
 
     async def probe(self) -> None:
         try:
-            # Not wait_for: on 3.11 it can swallow the cancellation that stops this loop.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation
+            # that stops the probe loop when the ping finishes at the same moment.
             async with asyncio.timeout(self._probe_timeout):
                 await self._db.ping()
         except Exception as exc:  # any failure of SELECT 1 means unusable
