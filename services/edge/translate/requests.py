@@ -276,10 +276,12 @@ def _chat_messages_to_input(messages: Any) -> list[dict[str, Any]]:
 def _chat_message_to_items(message: dict[str, Any], path: str) -> list[dict[str, Any]]:
     role = message.get("role")
     if role in ("system", "developer"):
-        content = _chat_instruction_content(message.get("content"), f"{path}.content")
+        content = _map_parts(
+            message.get("content"), f"{path}.content", _text_part("text", "input_text")
+        )
         return [{"type": "message", "role": role, "content": content}]
     if role == "user":
-        content = _chat_user_content(message.get("content"), f"{path}.content")
+        content = _map_parts(message.get("content"), f"{path}.content", _chat_user_part)
         return [{"type": "message", "role": "user", "content": content}]
     if role == "assistant":
         return _chat_assistant_to_items(message, path)
@@ -292,28 +294,27 @@ def _chat_message_to_items(message: dict[str, Any], path: str) -> list[dict[str,
     raise invalid(f"unknown message role '{role}'", f"{path}.role")
 
 
-def _chat_instruction_content(content: Any, path: str) -> str | list[dict[str, Any]]:
-    """System/developer content keeps its form: a string stays a string, text parts stay parts."""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for j, part in enumerate(_expect_list(content, path)):
-        part = _expect_dict(part, f"{path}[{j}]")
-        if part.get("type") != "text":
-            raise _unsupported_content(part.get("type"), f"{path}[{j}]")
-        parts.append(
-            {"type": "input_text", "text": _expect_str(part.get("text"), f"{path}[{j}].text")}
-        )
-    return parts
-
-
-def _chat_user_content(content: Any, path: str) -> str | list[dict[str, Any]]:
+def _map_parts(
+    content: Any, path: str, convert: Callable[[dict[str, Any], str], dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    """A string stays a string; each part of a list goes through `convert(part, path)`."""
     if isinstance(content, str):
         return content
     return [
-        _chat_user_part(_expect_dict(part, f"{path}[{j}]"), f"{path}[{j}]")
+        convert(_expect_dict(part, f"{path}[{j}]"), f"{path}[{j}]")
         for j, part in enumerate(_expect_list(content, path))
     ]
+
+
+def _text_part(source_type: str, target_type: str) -> Callable[[dict[str, Any], str], dict]:
+    """System/developer content: text parts only, renamed to the other dialect's text type."""
+
+    def convert(part: dict[str, Any], path: str) -> dict[str, Any]:
+        if part.get("type") != source_type:
+            raise _unsupported_content(part.get("type"), path)
+        return {"type": target_type, "text": _expect_str(part.get("text"), f"{path}.text")}
+
+    return convert
 
 
 def _chat_user_part(part: dict[str, Any], path: str) -> dict[str, Any]:
@@ -611,11 +612,16 @@ class _ChatMessageBuilder:
         self._assistant = None
         if role in ("system", "developer"):
             self._messages.append(
-                {"role": "system", "content": _instruction_content(content, f"{path}.content")}
+                {
+                    "role": "system",
+                    "content": _map_parts(
+                        content, f"{path}.content", _text_part("input_text", "text")
+                    ),
+                }
             )
         elif role == "user":
             self._messages.append(
-                {"role": "user", "content": _user_content(content, f"{path}.content")}
+                {"role": "user", "content": _map_parts(content, f"{path}.content", _user_part)}
             )
         else:
             raise invalid(f"unknown message role '{role}'", f"{path}.role")
@@ -652,27 +658,6 @@ def _assistant_message(content: Any, path: str) -> dict[str, Any]:
     if refusals:
         message["refusal"] = "".join(refusals)
     return message
-
-
-def _instruction_content(content: Any, path: str) -> str | list[dict[str, Any]]:
-    if isinstance(content, str):
-        return content
-    parts = []
-    for j, part in enumerate(_expect_list(content, path)):
-        part = _expect_dict(part, f"{path}[{j}]")
-        if part.get("type") != "input_text":
-            raise _unsupported_content(part.get("type"), f"{path}[{j}]")
-        parts.append({"type": "text", "text": _expect_str(part.get("text"), f"{path}[{j}].text")})
-    return parts
-
-
-def _user_content(content: Any, path: str) -> str | list[dict[str, Any]]:
-    if isinstance(content, str):
-        return content
-    return [
-        _user_part(_expect_dict(part, f"{path}[{j}]"), f"{path}[{j}]")
-        for j, part in enumerate(_expect_list(content, path))
-    ]
 
 
 def _user_part(part: dict[str, Any], path: str) -> dict[str, Any]:
