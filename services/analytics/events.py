@@ -26,44 +26,39 @@ class InvalidEvent(ValueError):
     """An event that can never be stored; the whole batch is refused, nothing is written."""
 
 
-def _value_sql(field: FieldDescriptor) -> str:
-    """Python expression of one field of `m` as it goes into the document."""
+def _field_expr(field: FieldDescriptor, sub: str) -> str:
+    """The Python expression of one field of `m` as it goes into the document; `sub` names the
+    field's message descriptor in the generated function's namespace."""
     name = field.name
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         return f"dict(m.{name})"
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        convert = f"_convert({_type_ref(field.message_type)})"
         if field.is_repeated:
-            return f"[{convert}(item) for item in m.{name}]"
-        return f"{convert}(m.{name}) if has({name!r}) else None"
+            return f"[_convert({sub})(item) for item in m.{name}]"
+        return f"_convert({sub})(m.{name}) if has({name!r}) else None"
     if field.is_repeated:
         return f"list(m.{name})"
     if field.has_presence:
-        # A non-default value is set by definition: HasField (the costly call) only for defaults.
+        # A non-default value is set by definition: `has` runs only for default values.
         return f"v if (v := m.{name}) or has({name!r}) else None"
     return f"m.{name}"
-
-
-def _type_ref(descriptor: Descriptor) -> str:
-    return f"_types[{descriptor.full_name!r}]"
-
-
-_types: dict[str, Descriptor] = {}
 
 
 @cache
 def _convert(descriptor: Descriptor) -> Callable[[Message], dict[str, Any]]:
     """Per message type, once: a straight-line function from the message to its document.
 
-    Generated (like `dataclasses` does) because this runs for every ingested event: one
-    attribute read per field, no per-field dispatch, `HasField` only where a value is a default.
+    Generated (as `dataclasses` generates `__init__`) because this runs for every ingested
+    event: one attribute read per field, no per-field dispatch or descriptor walk.
+    Sub-message converters are looked up at call time, so recursive message types work too.
     """
-    for field in descriptor.fields:
-        if field.message_type is not None:
-            _types[field.message_type.full_name] = field.message_type
-    items = ",\n        ".join(f"{f.name!r}: {_value_sql(f)}" for f in descriptor.fields)
-    source = f"def convert(m):\n    has = m.HasField\n    return {{\n        {items}\n    }}\n"
-    namespace: dict[str, Any] = {"_convert": _convert, "_types": _types}
+    namespace: dict[str, Any] = {"_convert": _convert}
+    items = []
+    for i, field in enumerate(descriptor.fields):
+        namespace[f"_sub{i}"] = field.message_type
+        items.append(f"{field.name!r}: {_field_expr(field, f'_sub{i}')}")
+    body = ",\n        ".join(items)
+    source = f"def convert(m):\n    has = m.HasField\n    return {{\n        {body}\n    }}\n"
     exec(compile(source, f"<document of {descriptor.full_name}>", "exec"), namespace)
     return namespace["convert"]  # type: ignore[no-any-return]
 
