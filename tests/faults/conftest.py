@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -116,6 +117,40 @@ async def chat(
         json={**CHAT, **body},
         headers={"authorization": f"Bearer {token}", "x-request-id": request_id},
     )
+
+
+@dataclass
+class Traffic:
+    """`total` chat requests (request ids `{prefix}{i}`) from `workers` concurrent clients, the
+    traffic a fault is injected into; `third_done` is set once a third has been answered."""
+
+    client: httpx.AsyncClient
+    prefix: str
+    total: int = 90
+    workers: int = 6
+    pause: float = 0.02
+    statuses: list[int] = field(default_factory=list)
+    third_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def done(self) -> int:
+        return len(self.statuses)
+
+    @property
+    def request_ids(self) -> set[str]:
+        return {f"{self.prefix}{i}" for i in range(self.total)}
+
+    async def run(self) -> None:
+        pending = iter(range(self.total))
+
+        async def worker() -> None:
+            for i in pending:
+                self.statuses.append((await chat(self.client, f"{self.prefix}{i}")).status_code)
+                if self.done >= self.total // 3:
+                    self.third_done.set()
+                await asyncio.sleep(self.pause)
+
+        await asyncio.gather(*(worker() for _ in range(self.workers)))
 
 
 async def stored_request_ids(pg_url: str) -> list[str]:
