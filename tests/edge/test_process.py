@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 
 from tests.mock_upstream.fixture import MockUpstream
 
@@ -79,7 +80,9 @@ async def test_serves_then_drains_on_sigterm(
             response = await slow  # in flight at SIGTERM: finishes within the grace
         assert response.status_code == 200
         assert await asyncio.wait_for(process.wait(), 30) == 0
-        assert '"service": "edge"' in log_path.read_text()
+        text = log_path.read_text().splitlines()
+        lines = [orjson.loads(line) for line in text if line.startswith("{")]
+        assert lines and all(line["service"] == "edge" for line in lines)
     finally:
         if process.returncode is None:
             process.kill()
