@@ -368,10 +368,12 @@ async def router_process(
     """`python -m services.router` as a real child process, SERVING before it is returned."""
     children: list[subprocess.Popen[bytes]] = []
 
-    async def start(aliases: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+    async def start(
+        aliases: dict[str, Any], addr: str | None = None
+    ) -> tuple[subprocess.Popen[bytes], str]:
         path = tmp_path / "process_aliases.json"
         path.write_bytes(orjson.dumps(aliases))
-        addr = f"127.0.0.1:{free_port()}"
+        addr = addr or f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALBOX_")}
         env.update(
             SIGNALBOX_ROUTER_BIND=addr,
@@ -400,10 +402,11 @@ async def router_process(
 async def test_killed_router_process(
     make_edge: EdgeFactory,
     mock_upstream: MockUpstream,
-    router_process: Callable[[dict[str, Any]], Awaitable[tuple[subprocess.Popen[bytes], str]]],
+    router_process: Callable[..., Awaitable[tuple[subprocess.Popen[bytes], str]]],
     strict: bool,
 ) -> None:
-    """SIGKILL a real router between two requests: local resolution, or 503 when strict."""
+    """SIGKILL a real router between two requests: local resolution, or 503 when strict; a
+    router restarted on the same address is used again without touching the edge."""
     aliases = {"fast": alias(mock_upstream.base_url, "mock-model-a", cache_ttl_ms=0)}
     child, addr = await router_process(aliases)
     body = {**CHAT, "model": "fast"}
@@ -412,6 +415,15 @@ async def test_killed_router_process(
         child.kill()
         child.wait()
         after = await edge.client.post("/v1/chat/completions", json=body, headers=BEARER)
+        await router_process(aliases, addr)
+        deadline = time.monotonic() + 15  # the channel's reconnect backoff is at most 2 s
+        while True:
+            recovered = await edge.client.post("/v1/chat/completions", json=body, headers=BEARER)
+            if recovered.headers.get("x-resolved-model") == "mock-model-a":
+                break
+            assert time.monotonic() < deadline, "the edge never used the restarted router"
+            await asyncio.sleep(0.2)
+    assert recovered.status_code == 200
     assert planned.status_code == 200 and planned.headers["x-resolved-model"] == "mock-model-a"
     if strict:
         assert_error(after, 503, "router_unavailable", "service_unavailable_error")
