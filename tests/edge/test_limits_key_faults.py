@@ -9,12 +9,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.edge.conftest import CHAT, EdgeFactory, running_keys
 from tests.edge.test_errors import assert_error
+from tests.faults.tcp_proxy import TcpProxy
 
 MALFORMED = [
     "not-a-key",
@@ -26,50 +28,28 @@ MALFORMED = [
 ]
 
 
-class CuttableProxy:
-    """A loopback TCP relay to Postgres; `cut()` drops every connection and refuses new ones."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        await self._server.wait_closed()
-
-
 @contextlib.asynccontextmanager
-async def proxied(pg_url: str) -> AsyncIterator[tuple[CuttableProxy, str]]:
+async def proxied(pg_url: str) -> AsyncIterator[tuple[TcpProxy, str]]:
     parts = urlsplit(pg_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else None
     try:
         yield proxy, urlunsplit(parts._replace(netloc=netloc or f"127.0.0.1:{proxy.port}"))
     finally:
         with contextlib.suppress(Exception):
-            await proxy.cut()
+            await proxy.close()
+
+
+async def _first_success(edge: Any, token: str, *, deadline_s: float) -> bool:
+    """Retry until the key verifies again (the pool reconnects once Postgres is back)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        response = await edge.client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
+        if response.status_code == 200:
+            return True
+        await asyncio.sleep(0.3)
+    return False
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -120,7 +100,10 @@ async def test_postgres_down_cached_keys_work_until_ttl_new_ones_503(
                 expired = await edge.client.post(
                     "/v1/chat/completions", json=CHAT, headers=bearer(cached_key.token)
                 )
+                await proxy.restore()
+                recovered = await _first_success(edge, new_key.token, deadline_s=15)
     assert warmed.status_code == 200
+    assert recovered, "verification never recovered after Postgres came back"
     assert in_cache, "the machine was too slow to observe the cached window"
     assert still_cached.status_code == 200
     assert_error(uncached, 503, "keys_unavailable", "service_unavailable_error")
