@@ -57,9 +57,11 @@ class Server:
         ready_path: str,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name, self.argv, self.port, self.ready_path = name, list(argv), port, ready_path
         self.env = dict(env) if env is not None else dict(os.environ)
+        self.cwd = cwd  # where `-m <module>` is imported from (another checkout, say)
         self.log_path = log_dir / f"{name}.log"
         self.process: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
@@ -77,6 +79,7 @@ class Server:
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             env=self.env,
+            cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

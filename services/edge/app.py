@@ -2,17 +2,19 @@
 
 `create_app(settings)` builds an app whose lifespan opens every client (gRPC channels,
 upstream pool, analytics sink) and closes them in order, so tests and the server share
-exactly one wiring.
+exactly one wiring. The two inference routes skip FastAPI's own layers (`EdgeApp`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.edge.admin_analytics import router as analytics_admin_router
 from services.edge.admin_keys import router as keys_admin_router
@@ -43,8 +45,52 @@ CORS_EXPOSED_HEADERS = (
 )
 
 
+INFERENCE_ROUTES: dict[str, Literal["chat", "responses"]] = {
+    "/v1/chat/completions": "chat",
+    "/v1/responses": "responses",
+}
+
+
 def _runtime(request: Request) -> EdgeRuntime:
     return request.app.state.runtime
+
+
+class EdgeApp(FastAPI):
+    """FastAPI, except that `POST` to an inference route goes from the app's own middleware
+    (CORS, `EdgeMiddleware`) straight to the proxy.
+
+    FastAPI's server-error, telemetry, body-limit, exception and exit-stack layers, the
+    router's match over every route and the endpoint machinery cost a sizeable share of
+    the edge's CPU per request and do nothing for these routes: the proxy reads its own
+    body, answers every failure itself and `EdgeMiddleware` catches what escapes. Any other
+    method or path (a trailing slash, a `root_path` prefix) takes the full stack as before.
+    """
+
+    _inference_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in INFERENCE_ROUTES
+        ):
+            scope["app"] = self
+            if self._inference_stack is None:
+                self._inference_stack = self._with_user_middleware(self._inference)
+            await self._inference_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def _with_user_middleware(self, app: ASGIApp) -> ASGIApp:
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+    async def _inference(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        proxy = self.state.runtime.proxy
+        response = await proxy.handle(request, INFERENCE_ROUTES[scope["path"]])
+        await response(scope, receive, send)
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
@@ -60,7 +106,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         finally:
             await runtime.close()
 
-    app = FastAPI(
+    app = EdgeApp(
         title="Signalbox edge",
         version=package_version(),
         lifespan=lifespan,
@@ -90,6 +136,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     app.include_router(keys_admin_router)
     app.include_router(analytics_admin_router)
 
+    # Served by `EdgeApp` directly; registered too for the prefixed paths and `/status`.
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await _runtime(request).proxy.handle(request, "chat")

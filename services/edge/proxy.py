@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.backends import parse_backends
+from services.edge.aiohttp_transport import UpstreamClient
 from services.edge.auth import AuthContext, Authenticator
 from services.edge.codec import Codec, StreamRelay, codec_for, translation_error
 from services.edge.errors import ApiError, invalid_request
@@ -295,7 +296,7 @@ class InferenceProxy:
         settings: EdgeSettings,
         authenticator: Authenticator,
         planner: Planner,
-        http: httpx.AsyncClient,
+        http: UpstreamClient,
         prices: CostTable,
         emit: EventSink | None,
         system_prompts: SystemPrompts | None = None,
@@ -329,7 +330,7 @@ class InferenceProxy:
     async def handle(self, request: Request, api: Api) -> Response:
         record = RequestRecord(
             request_id=request.state.request_id,
-            endpoint=request.url.path,
+            endpoint=request.scope["path"],
             method=request.method,
             user_agent=request.headers.get("user-agent"),
             client_ip=client_ip(request, self._trusted),

@@ -10,14 +10,13 @@ import logging
 from dataclasses import dataclass, field
 
 import grpc
-import httpx
 import redis.asyncio as aioredis
 
 from services.common.backends import parse_backends
 from services.common.db import Database, connect
 from services.common.grpc_client import open_channel
 from services.common.pricing import PriceTable
-from services.edge.aiohttp_transport import AiohttpTransport
+from services.edge.aiohttp_transport import UpstreamClient, UpstreamTimeouts
 from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.catalog_view import CatalogView
@@ -45,7 +44,7 @@ UPSTREAM_MAX_CONNECTIONS = 1000
 class EdgeRuntime:
     settings: EdgeSettings
     channels: dict[str, grpc.aio.Channel | None]
-    http: httpx.AsyncClient
+    http: UpstreamClient
     prices: PriceTable
     database: Database
     redis: aioredis.Redis | None
@@ -103,14 +102,11 @@ class EdgeRuntime:
                 addr, internal_token=settings.internal_token, spool_dir=settings.analytics_spool_dir
             )
             await sink.start()
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                settings.upstream_timeout_ms / 1000,
-                connect=settings.upstream_connect_timeout_ms / 1000,
+        http = UpstreamClient(
+            max_connections=UPSTREAM_MAX_CONNECTIONS,
+            timeouts=UpstreamTimeouts(
+                settings.upstream_timeout_ms / 1000, settings.upstream_connect_timeout_ms / 1000
             ),
-            # aiohttp underneath: httpcore's pool was half the edge's CPU (aiohttp_transport).
-            transport=AiohttpTransport(max_connections=UPSTREAM_MAX_CONNECTIONS),
-            follow_redirects=False,
         )
         planner = Planner(
             channels["router"],

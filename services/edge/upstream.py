@@ -18,6 +18,7 @@ from typing import Literal
 import httpx
 
 from services.common.pb import router_pb2
+from services.edge.aiohttp_transport import UpstreamClient, UpstreamResponse
 from services.edge.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class OpenAttempt:
     """A 2xx upstream response with its first bytes in hand; the caller must `aclose()` it."""
 
     target: Target
-    response: httpx.Response
+    response: UpstreamResponse
     sent_at: float
     deadline: float
     first: bytes
@@ -148,7 +149,7 @@ class AttemptLog:
 
 
 async def _open(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     target: Target,
     path: str,
     payload: bytes,
@@ -159,13 +160,11 @@ async def _open(
 ) -> OpenAttempt:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    request = client.build_request(
-        "POST", f"{target.base_url}{path}", content=payload, headers=headers
-    )
+    url = f"{target.base_url}{path}"
     sent_at = time.perf_counter()
     try:
         async with asyncio.timeout_at(deadline):
-            response = await client.send(request, stream=True)
+            response = await client.post(url, payload, headers)
             try:
                 return await _first_bytes(target, response, sent_at, deadline, stream=stream)
             except BaseException:
@@ -180,7 +179,7 @@ async def _open(
 
 
 async def _first_bytes(
-    target: Target, response: httpx.Response, sent_at: float, deadline: float, *, stream: bool
+    target: Target, response: UpstreamResponse, sent_at: float, deadline: float, *, stream: bool
 ) -> OpenAttempt:
     if not 200 <= response.status_code < 300:
         body = b""
@@ -221,7 +220,7 @@ def all_failed_error(last: AttemptFailed) -> ApiError:
 
 
 async def open_first(
-    client: httpx.AsyncClient,
+    client: UpstreamClient,
     targets: list[Target],
     build: Callable[[Target], tuple[str, bytes, Mapping[str, str]]],
     *,
