@@ -114,6 +114,12 @@ def message_count(api: Api, body: Mapping[str, Any]) -> int:
     return len(items) if isinstance(items, list) else int(items is not None)
 
 
+def header_map(scope: Scope) -> dict[str, str]:
+    """The request's headers as a dict, a repeated name keeping its first value (as
+    Starlette's `Headers.get`): the pipeline's dozen lookups then cost a dict probe each."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+
+
 def client_ip(request: Request, trusted: tuple[IpNetwork, ...]) -> str | None:
     """The peer, or the first untrusted hop of `X-Forwarded-For` when the peer is trusted."""
     peer = request.client.host if request.client else None
@@ -328,18 +334,19 @@ class InferenceProxy:
         self.finish_hooks: list[Callable[[RequestRecord], None]] = []
 
     async def handle(self, request: Request, api: Api) -> Response:
+        headers = header_map(request.scope)
         record = RequestRecord(
             request_id=request.state.request_id,
             endpoint=request.scope["path"],
             method=request.method,
-            user_agent=request.headers.get("user-agent"),
+            user_agent=headers.get("user-agent"),
             client_ip=client_ip(request, self._trusted),
         )
         self.inflight += 1
         streaming = False
-        scope = self.telemetry.begin(record, request.headers)
+        scope = self.telemetry.begin(record, headers)
         try:
-            response = await self._handle(request, api, record)
+            response = await self._handle(request, headers, api, record)
             streaming = isinstance(response, _RelayResponse)
             return response
         except ApiError as error:
@@ -383,7 +390,9 @@ class InferenceProxy:
         except Exception:
             log.exception("analytics event dropped", extra={"request_id": record.request_id})
 
-    async def _handle(self, request: Request, api: Api, record: RequestRecord) -> Response:
+    async def _handle(
+        self, request: Request, headers: Mapping[str, str], api: Api, record: RequestRecord
+    ) -> Response:
         raw = await read_body(
             request, self._settings.max_body_bytes, self._settings.body_timeout_seconds
         )
@@ -392,10 +401,10 @@ class InferenceProxy:
         record.model = body["model"]
         record.stream = body.get("stream") is True
         record.message_count = message_count(api, body)
-        auth = await self._auth.authenticate(request.headers.get("authorization"))
+        auth = await self._auth.authenticate(headers.get("authorization"))
         record.auth = auth
         self._check_scopes(auth, api, body["model"])
-        routing_headers = parse_routing_headers(request.headers)
+        routing_headers = parse_routing_headers(headers)
         turn = None
         if api == "responses" and self._response_store is not None:
             turn = await ResponseTurn.begin(self._response_store, body)
@@ -430,7 +439,7 @@ class InferenceProxy:
             raise ApiError(
                 502, "upstream_not_allowed", "The plan's upstream is not allowed by this edge"
             )
-        return await self._send(request, api, client_body, targets, auth, record, turn)
+        return await self._send(headers, api, client_body, targets, auth, record, turn)
 
     @staticmethod
     def _check_scopes(auth: AuthContext, api: Api, model: str) -> None:
@@ -443,7 +452,7 @@ class InferenceProxy:
 
     async def _send(
         self,
-        request: Request,
+        client_headers: Mapping[str, str],
         api: Api,
         client_body: dict[str, Any],
         targets: list[Target],
@@ -453,7 +462,7 @@ class InferenceProxy:
     ) -> Response:
         stream = record.stream
         prepared: dict[int, tuple[Codec, bool]] = {}
-        trace = self.telemetry.upstream_trace_headers(request.headers)
+        trace = self.telemetry.upstream_trace_headers(client_headers)
 
         def build(target: Target) -> tuple[str, bytes, Mapping[str, str]]:
             codec = codec_for(api, target.mode)
