@@ -1,16 +1,20 @@
 """Analytics throughput: gRPC ingest into Postgres, Aggregate over N rows, sink submit() cost.
 
-`python -m bench.analytics_bench [--rows 200000 | --million] [--ingest-events 20000]`
+`python -m bench.analytics_bench [--rows 200000 | --million] [--ingest-events 100000]`
 
 The service runs as a real `python -m services.analytics` process on a scratch Postgres database
-(created and dropped here), so client and server do not share a GIL. Prints a table and writes
-`bench/results/analytics.json`.
+(created and dropped here), so client and server do not share a GIL. Ingest reports sustained
+events/s over the whole run, the load average around it, and the CPU each party spent per event
+(psutil): this client, the service process, the Postgres backends of the scratch database and
+Postgres' shared writers (WAL writer, checkpointer, background writer: shared with any other
+database on the server). Prints a table and writes `bench/results/analytics.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -25,6 +29,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import psutil
 from google.protobuf import json_format
 
 from services.common.grpc_client import check_health, open_channel
@@ -86,18 +91,25 @@ def sample_event(i: int) -> dict[str, Any]:
     }
 
 
-def wire_batches(total: int) -> list[analytics_pb2.EventBatch]:
-    """Pre-built messages: the template is parsed once, copies get fresh ids and timestamps."""
+def wire_batches(total: int, wire: str = "events") -> list[analytics_pb2.EventBatch]:
+    """Pre-built batches, so the client's CPU is only gRPC's: `events` as messages (the template
+    parsed once, copies with fresh ids and timestamps) or `documents` as the edge sends them."""
     template = json_format.ParseDict(sample_event(0), analytics_pb2.AnalyticsEvent())
     raw = template.SerializeToString()
+    document = sample_event(0)
     batches = []
     for start in range(0, total, BATCH):
         batch = analytics_pb2.EventBatch()
         for i in range(start, min(start + BATCH, total)):
+            event_id, timestamp = str(uuid.uuid4()), NOW - 3000 + i * 0.001
+            if wire == "documents":
+                batch.documents.append(
+                    orjson.dumps({**document, "id": event_id, "timestamp": timestamp})
+                )
+                continue
             event = batch.events.add()
             event.ParseFromString(raw)
-            event.id = str(uuid.uuid4())
-            event.timestamp = NOW - 3000 + i * 0.001
+            event.id, event.timestamp = event_id, timestamp
         batches.append(batch)
     return batches
 
@@ -128,12 +140,78 @@ async def wait_serving(channel: Any) -> None:
     raise RuntimeError("analytics service did not become SERVING")
 
 
-async def bench_ingest(stub: Any, total: int, streams: int) -> dict[str, float]:
-    batches = wire_batches(total)
+# Postgres processes that work for every database: their CPU is charged to the run, but another
+# database's writes during the run would show up here too.
+PG_SHARED = ("walwriter", "checkpointer", "background writer")
+
+
+async def postgres_pids(database: str) -> dict[str, list[int]]:
+    """The scratch database's backends and the server's shared writers, by pg_stat_activity."""
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid, datname, backend_type FROM pg_stat_activity"
+            " WHERE datname = $1 OR backend_type = any($2::text[])",
+            database,
+            list(PG_SHARED),
+        )
+    finally:
+        await conn.close()
+    return {
+        "postgres_backends": [r["pid"] for r in rows if r["datname"] == database],
+        "postgres_shared": [r["pid"] for r in rows if r["backend_type"] in PG_SHARED],
+    }
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """user+system CPU seconds per live pid (a pid gone in between counts as nothing)."""
+    seconds = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            seconds[pid] = times.user + times.system
+    return seconds
+
+
+class CpuMeter:
+    """CPU per party between `start` and `stop`; a backend born during the run starts at 0."""
+
+    def __init__(self, database: str, service_pid: int) -> None:
+        self.database = database
+        self.fixed = {"client": [os.getpid()], "service": [service_pid]}
+        self.before: dict[int, float] = {}
+
+    async def _pids(self) -> dict[str, list[int]]:
+        return {**self.fixed, **(await postgres_pids(self.database))}
+
+    async def start(self) -> None:
+        self.before = cpu_seconds([p for pids in (await self._pids()).values() for p in pids])
+        self.load_before = os.getloadavg()[0]
+
+    async def stop(self, events: int) -> dict[str, float]:
+        """Microseconds of CPU per event, per party."""
+        figures = {}
+        for party, pids in (await self._pids()).items():
+            after = cpu_seconds(pids)
+            spent = sum(after[p] - self.before.get(p, 0.0) for p in after)
+            figures[f"cpu_us_per_event_{party}"] = spent * 1e6 / events
+        figures["load_avg_1m_before"] = self.load_before
+        figures["load_avg_1m_after"] = os.getloadavg()[0]
+        return figures
+
+
+async def bench_ingest(
+    stub: Any, meter: CpuMeter, total: int, streams: int, wire: str
+) -> dict[str, Any]:
+    """Sustained events/s over the whole run (every batch acknowledged), then the same batches
+    replayed (all duplicates)."""
+    batches = wire_batches(total, wire)
     per_stream = [batches[i::streams] for i in range(streams)]
+    await meter.start()
     started = time.perf_counter()
     acks = await asyncio.gather(*(stub.Ingest(iter(part)) for part in per_stream if part))
     elapsed = time.perf_counter() - started
+    cpu = await meter.stop(total)
     accepted = sum(ack.accepted for ack in acks)
     if accepted != total:
         raise RuntimeError(f"ingest accepted {accepted} of {total}")
@@ -144,7 +222,10 @@ async def bench_ingest(stub: Any, total: int, streams: int) -> dict[str, float]:
     return {
         "events": total,
         "streams": streams,
+        "wire": wire,
+        "seconds": elapsed,
         "events_per_s": total / elapsed,
+        **cpu,
         "duplicate_replay_events_per_s": total / replay,
     }
 
@@ -242,7 +323,9 @@ async def bench_sink(tmp: Path, n: int) -> dict[str, float]:
     }
 
 
-async def run(rows: int, ingest_events: int, streams: int) -> dict[str, Any]:
+async def run(
+    rows: int, ingest_events: int, streams: int, wire: str, service_root: Path
+) -> dict[str, Any]:
     name = f"sbbench_{uuid.uuid4().hex[:12]}"
     await admin(f'CREATE DATABASE "{name}"')
     url = database_url(name)
@@ -256,13 +339,14 @@ async def run(rows: int, ingest_events: int, streams: int) -> dict[str, Any]:
         SIGNALBOX_LOG_LEVEL="WARNING",
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.analytics", cwd=REPO, env=env
+        sys.executable, "-m", "services.analytics", cwd=service_root, env=env
     )
     try:
         async with open_channel(f"127.0.0.1:{port}") as channel:
             await wait_serving(channel)
             stub = analytics_pb2_grpc.AnalyticsStub(channel)
-            ingest = await bench_ingest(stub, ingest_events, streams)
+            meter = CpuMeter(name, proc.pid)
+            ingest = await bench_ingest(stub, meter, ingest_events, streams, wire)
             await stub.Clear(analytics_pb2.ClearRequest())
             loaded = time.perf_counter()
             await bulk_rows(url, rows)
@@ -282,7 +366,13 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"{'figure':<44}{'value':>16}")
     for section in ("ingest", "aggregate", "sink"):
         for key, value in results[section].items():
-            shown = f"{value:,.2f}" if isinstance(value, float) else f"{value:,}"
+            shown = (
+                f"{value:,.2f}"
+                if isinstance(value, float)
+                else f"{value:,}"
+                if isinstance(value, int)
+                else str(value)
+            )
             print(f"{section + '.' + key:<44}{shown:>16}")
 
 
@@ -290,11 +380,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows for the aggregate bench")
     parser.add_argument("--million", action="store_true", help="aggregate over 1,000,000 rows")
-    parser.add_argument("--ingest-events", type=int, default=20_000)
+    parser.add_argument("--ingest-events", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=4, help="concurrent Ingest streams")
+    parser.add_argument(
+        "--wire", choices=("documents", "events"), default="documents", help="batch encoding"
+    )
+    parser.add_argument(
+        "--service-root",
+        type=Path,
+        default=REPO,
+        help="checkout whose service runs (e.g. an older commit, for a before/after pair)",
+    )
     args = parser.parse_args(argv)
     rows = 1_000_000 if args.million else args.rows
-    results = asyncio.run(run(rows, args.ingest_events, args.streams))
+    results = asyncio.run(
+        run(rows, args.ingest_events, args.streams, args.wire, args.service_root.resolve())
+    )
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from services.analytics import documents
 from services.common.pb import analytics_pb2
 from services.common.pricing import PriceTable
 
@@ -109,41 +110,6 @@ def event_from_json(text: str | bytes) -> analytics_pb2.AnalyticsEvent:
     return event
 
 
-def validate(event: analytics_pb2.AnalyticsEvent) -> None:
-    if not event.id or len(event.id) > MAX_ID_CHARS:
-        raise InvalidEvent(f"event id must be 1..{MAX_ID_CHARS} characters, got {event.id!r}")
-    if not math.isfinite(event.timestamp) or event.timestamp <= 0:
-        raise InvalidEvent(f"event {event.id}: timestamp must be positive unix seconds")
-
-
-def model_key(event: analytics_pb2.AnalyticsEvent) -> str | None:
-    """`resolved_model`, else `request.model` (the key of `models_used` and `cost_by_model`)."""
-    if event.routing.HasField("resolved_model") and event.routing.resolved_model:
-        return event.routing.resolved_model
-    if event.request.HasField("model") and event.request.model:
-        return event.request.model
-    return None
-
-
-def _count(usage: analytics_pb2.TokenUsage, name: str) -> int:
-    return max(getattr(usage, name), 0) if usage.HasField(name) else 0
-
-
-def price_missing_cost(event: analytics_pb2.AnalyticsEvent, prices: PriceTable) -> None:
-    """Events with usage but no cost are priced here, so cost is computed in one place only."""
-    if event.HasField("cost") or not event.HasField("token_usage"):
-        return
-    usage = event.token_usage
-    cost = prices.cost(
-        model_key(event) or "",
-        _count(usage, "prompt_tokens"),
-        _count(usage, "completion_tokens"),
-        _count(usage, "cached_tokens"),
-        _count(usage, "reasoning_tokens"),
-    )
-    event.cost.CopyFrom(analytics_pb2.Cost(**cost))
-
-
 class StoredEvent(NamedTuple):
     """One row of `analytics_events` (a tuple, handed to COPY as is): the document plus the
     columns aggregation reads."""
@@ -172,14 +138,52 @@ _NONE: dict[str, Any] = {}
 
 
 def to_stored(event: analytics_pb2.AnalyticsEvent, prices: PriceTable) -> StoredEvent:
-    """Validate, price if needed, and extract; raises `InvalidEvent` for unstorable input.
+    """Validate, price if needed, and extract; raises `InvalidEvent` for unstorable input."""
+    return _finish(message_to_document(event), prices)
 
-    The columns are read from the document just built (dict lookups), not from the message
-    again: every `HasField` on the message costs more than the lookup.
-    """
-    validate(event)
-    price_missing_cost(event, prices)
-    document = message_to_document(event)
+
+def document_to_stored(raw: bytes, prices: PriceTable) -> StoredEvent:
+    """The same row from a JSON document (`EventBatch.documents`), normalized to the shape
+    `message_to_document` gives, so both wire forms store identical documents."""
+    try:
+        document = documents.normalize(orjson.loads(raw))
+    except (orjson.JSONDecodeError, documents.NotPlain) as exc:
+        raise InvalidEvent(f"event document refused: {exc}") from exc
+    return _finish(document, prices)
+
+
+def _finish(document: dict[str, Any], prices: PriceTable) -> StoredEvent:
+    event_id, timestamp = document["id"], document["timestamp"]
+    if not event_id or len(event_id) > MAX_ID_CHARS:
+        raise InvalidEvent(f"event id must be 1..{MAX_ID_CHARS} characters, got {event_id!r}")
+    if not math.isfinite(timestamp) or timestamp <= 0:
+        raise InvalidEvent(f"event {event_id}: timestamp must be positive unix seconds")
+    _price_missing_cost(document, prices)
+    return _row(document)
+
+
+_PRICED_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def _price_missing_cost(document: dict[str, Any], prices: PriceTable) -> None:
+    """Events with usage but no cost are priced here, so cost is computed in one place only."""
+    usage = document["token_usage"]
+    if document["cost"] is not None or usage is None:
+        return
+    counts = (max(usage[name] or 0, 0) for name in _PRICED_COUNTS)
+    document["cost"] = documents.normalize_cost(prices.cost(_model_key(document) or "", *counts))
+
+
+def _model_key(document: dict[str, Any]) -> str | None:
+    """`resolved_model`, else `request.model` (the key of `models_used` and `cost_by_model`)."""
+    routing = document["routing"] or _NONE
+    request = document["request"] or _NONE
+    return routing.get("resolved_model") or request.get("model") or None
+
+
+def _row(document: dict[str, Any]) -> StoredEvent:
+    """The columns are read from the document (dict lookups), not from the message again:
+    every `HasField` on the message costs more than the lookup."""
     request = document["request"] or _NONE
     routing = document["routing"] or _NONE
     perf = document["performance"] or _NONE
@@ -189,7 +193,7 @@ def to_stored(event: analytics_pb2.AnalyticsEvent, prices: PriceTable) -> Stored
         document["timestamp"],
         orjson.dumps(document).decode(),
         request.get("endpoint"),
-        routing.get("resolved_model") or request.get("model") or None,
+        _model_key(document),
         routing.get("backend"),
         routing.get("strategy"),
         (document["response"] or _NONE).get("success"),

@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from services.analytics import export
-from services.analytics.events import InvalidEvent, StoredEvent, event_from_json, to_stored
+from services.analytics.events import (
+    InvalidEvent,
+    StoredEvent,
+    document_to_stored,
+    event_from_json,
+    to_stored,
+)
 from services.analytics.store import Aggregate, EventStore
 from services.analytics.window import (
     EXPORT_WINDOW_SECONDS,
@@ -96,7 +102,10 @@ class AnalyticsService(analytics_pb2_grpc.AnalyticsServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "analytics storage error")
 
     def _prepare(self, batch: analytics_pb2.EventBatch) -> list[StoredEvent]:
-        return [to_stored(event, self._prices) for event in batch.events]
+        prices = self._prices
+        stored = [to_stored(event, prices) for event in batch.events]
+        stored += [document_to_stored(raw, prices) for raw in batch.documents]
+        return stored
 
     async def Ingest(
         self,

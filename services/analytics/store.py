@@ -7,7 +7,7 @@ seconds, so an event at 100.7 belongs to `end = 100`.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,16 +162,43 @@ class EventStore:
         )
         return accepted, len(rows) - accepted
 
-    async def _ingest_postgres(self, rows: list[tuple[Any, ...]]) -> int:
+    async def _ingest_postgres(self, rows: list[StoredEvent]) -> int:
+        """The direct path first; a concurrent batch that stored one of the same ids first makes
+        it fail whole (unique violation, nothing written), and the conflict-tolerant path
+        decides instead."""
+        unique = _first_per_id(rows)
+        try:
+            return await self._retrying(self._copy_new, unique)
+        except asyncpg.UniqueViolationError:
+            return await self._retrying(self._copy_insert, unique)
+
+    @staticmethod
+    async def _retrying(
+        insert: Callable[[list[StoredEvent]], Awaitable[int]], rows: list[StoredEvent]
+    ) -> int:
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                return await self._copy_insert(rows)
+                return await insert(rows)
             except asyncpg.DeadlockDetectedError:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    async def _copy_insert(self, rows: list[tuple[Any, ...]]) -> int:
+    async def _copy_new(self, rows: list[StoredEvent]) -> int:
+        """Skip the ids already stored, COPY the rest straight into the table (one pass: no
+        staging table, no per-row conflict check; the statement trigger rolls them up)."""
+        assert self.db.pool is not None
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetch(
+                "SELECT id FROM analytics_events WHERE id = any($1::text[])", [r.id for r in rows]
+            )
+            known = {row["id"] for row in stored}
+            fresh = [r for r in rows if r.id not in known] if known else rows
+            if fresh:
+                await conn.copy_records_to_table("analytics_events", records=fresh, columns=COLUMNS)
+        return len(fresh)
+
+    async def _copy_insert(self, rows: list[StoredEvent]) -> int:
         """COPY into a per-connection staging table, then one conflict-tolerant INSERT … SELECT
         (whose statement trigger rolls up exactly the rows it inserted)."""
         assert self.db.pool is not None
@@ -182,9 +209,8 @@ class EventStore:
             )
             await conn.copy_records_to_table(STAGING, records=rows, columns=COLUMNS)
             status = await conn.execute(
-                f"INSERT INTO analytics_events ({_COLS})"
-                f" SELECT DISTINCT ON (id) {_COLS} FROM {STAGING} ORDER BY id"
-                " ON CONFLICT (id) DO NOTHING"
+                f"INSERT INTO analytics_events ({_COLS}) SELECT {_COLS} FROM {STAGING}"
+                " ORDER BY id ON CONFLICT (id) DO NOTHING"
             )
         return int(status.rsplit(" ", 1)[-1])
 
@@ -341,6 +367,15 @@ class EventStore:
             math.floor(position),
         )
         return interpolate([row["duration_ms"] for row in rows], position)
+
+
+def _first_per_id(rows: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """One row per id (the first, as `INSERT … ON CONFLICT DO NOTHING` keeps), sorted by id so
+    concurrent batches take their index locks in the same order."""
+    first: dict[str, StoredEvent] = {}
+    for row in rows:
+        first.setdefault(row.id, row)
+    return sorted(first.values())
 
 
 def _text(value: Any) -> str:

@@ -284,3 +284,29 @@ async def test_query_returns_exactly_what_was_ingested(analytics: RunningAnalyti
     await analytics.ingest(batch(event))
     reply = await _query(analytics, **_window())
     assert list(reply.events) == [to_pb(event)]
+
+
+async def test_documents_and_messages_in_one_batch_are_one_idempotent_stream(
+    analytics: RunningAnalytics,
+) -> None:
+    as_message, as_document = make_event(NOW - 20), make_event(NOW - 10, cost=None)
+    mixed = analytics_pb2.EventBatch(
+        events=[to_pb(as_message)],
+        documents=[orjson.dumps(as_document), orjson.dumps(as_message)],
+    )
+    ack = await analytics.ingest(mixed)
+    assert (ack.accepted, ack.duplicates) == (2, 1)
+    again = await analytics.ingest(analytics_pb2.EventBatch(documents=[orjson.dumps(as_document)]))
+    assert (again.accepted, again.duplicates) == (0, 1)
+    reply = await _query(analytics, **_window())
+    assert [e.id for e in reply.events] == [as_document["id"], as_message["id"]]
+    assert reply.events[0].cost.pricing_model == "gpt-4o"  # priced by the service
+
+
+async def test_an_invalid_document_refuses_the_whole_batch(analytics: RunningAnalytics) -> None:
+    bad = make_event(request={"size_bytes": "large"})
+    refused = analytics_pb2.EventBatch(events=[to_pb(make_event())], documents=[orjson.dumps(bad)])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await analytics.ingest(refused)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (await analytics.stub.Stats(analytics_pb2.StatsRequest())).total_events == 0
