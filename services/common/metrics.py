@@ -13,8 +13,10 @@ Counters other features increment (import the object, call `.labels(...).inc()`)
 - `FEEDBACK_DROPPED.inc()` — a routing feedback item that could not be delivered.
 - `KEY_CACHE.labels(result="hit"|"miss").inc()` — the edge's verified-key cache.
 
-Edge-only gauges (in-flight requests, active streams, analytics queue and spool) live in
-services/edge/telemetry.py.
+The edge's per-request metrics (requests, attempts, tokens, cost, latency histograms) are
+`LoopCounter` / `LoopHistogram`: updated on the event loop only, without prometheus-client's
+per-update lock. Edge-only gauges (in-flight requests, active streams, analytics queue and
+spool) live in services/edge/telemetry.py.
 `serve_metrics(bind)` exposes the registry on its own HTTP port for the gRPC services.
 """
 
@@ -38,6 +40,7 @@ from prometheus_client import (
 )
 
 from services.common.config import is_off, split_bind
+from services.common.loop_metrics import LoopCounter, LoopHistogram
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +59,52 @@ FAST_BUCKETS = (
 )  # fmt: skip
 
 # -- edge: requests (http-api §8) ---------------------------------------------------------
-REQUESTS = Counter(
+# Updated once per request on the edge's event loop only: lock-free (services/common/loop_metrics).
+REQUESTS = LoopCounter(
     "signalbox_requests", "Inference requests by endpoint, HTTP status and served model",
     ["endpoint", "status", "model"],
 )  # fmt: skip
-UPSTREAM_ATTEMPTS = Counter(
+UPSTREAM_ATTEMPTS = LoopCounter(
     "signalbox_upstream_attempts", "Upstream attempts by outcome (ok, connect, http_503, …)",
     ["outcome"],
 )  # fmt: skip
-FALLBACKS = Counter("signalbox_fallbacks", "Requests served by a fallback target")
-ROUTE_CACHE = Counter(
+FALLBACKS = LoopCounter("signalbox_fallbacks", "Requests served by a fallback target")
+ROUTE_CACHE = LoopCounter(
     "signalbox_route_cache", "Router plans by the router's cache result", ["result"]
 )
-ROUTE_STRATEGY = Counter(
+ROUTE_STRATEGY = LoopCounter(
     "signalbox_route_strategy", "Routing decisions by strategy (policy id)", ["strategy"]
 )
-RATE_LIMITED = Counter("signalbox_rate_limited", "Requests refused by a limit", ["reason"])
-TOKENS = Counter("signalbox_tokens", "Tokens by kind (input, output, cached, reasoning)", ["kind"])
-COST_USD = Counter("signalbox_cost_usd", "Cost of served requests in USD", ["model"])
-FEEDBACK_DROPPED = Counter("signalbox_feedback_dropped", "Routing feedback items dropped")
-KEY_CACHE = Counter("signalbox_key_cache", "Verified-key cache lookups", ["result"])
+TOKENS = LoopCounter(
+    "signalbox_tokens", "Tokens by kind (input, output, cached, reasoning)", ["kind"]
+)
+COST_USD = LoopCounter("signalbox_cost_usd", "Cost of served requests in USD", ["model"])
 
-REQUEST_DURATION = Histogram(
+REQUEST_DURATION = LoopHistogram(
     "signalbox_request_duration_seconds", "Arrival to last byte", ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )  # fmt: skip
-TTFB = Histogram(
+TTFB = LoopHistogram(
     "signalbox_ttfb_seconds", "Arrival to first response byte", ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )  # fmt: skip
-OVERHEAD = Histogram(
+OVERHEAD = LoopHistogram(
     "signalbox_overhead_seconds", "Edge time before the serving attempt was sent", ["endpoint"],
     buckets=FAST_BUCKETS,
 )  # fmt: skip
-ROUTER_LATENCY = Histogram(
+ROUTER_LATENCY = LoopHistogram(
     "signalbox_router_latency_seconds", "Router decision (Plan call) latency", ["endpoint"],
     buckets=FAST_BUCKETS,
 )  # fmt: skip
-UPSTREAM_DURATION = Histogram(
+UPSTREAM_DURATION = LoopHistogram(
     "signalbox_upstream_duration_seconds", "Serving attempt sent to upstream done", ["endpoint"],
     buckets=LATENCY_BUCKETS,
 )  # fmt: skip
+
+# -- edge: other features (any thread) ------------------------------------------------------
+RATE_LIMITED = Counter("signalbox_rate_limited", "Requests refused by a limit", ["reason"])
+FEEDBACK_DROPPED = Counter("signalbox_feedback_dropped", "Routing feedback items dropped")
+KEY_CACHE = Counter("signalbox_key_cache", "Verified-key cache lookups", ["result"])
 KEY_VERIFY = Histogram(
     "signalbox_key_verify_seconds", "Keys.Verify round trips (cache misses)",
     buckets=FAST_BUCKETS,

@@ -168,14 +168,30 @@ def current_ids() -> tuple[str, str] | None:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def inject(carrier: dict[str, str]) -> dict[str, str]:
-    """Add the current span's `traceparent` (and `tracestate`) to `carrier`."""
-    _PROPAGATOR.inject(carrier)
-    return carrier
-
-
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
     return _PROPAGATOR.extract(carrier)
+
+
+def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's `traceparent`/`tracestate` from HTTP headers (`in` first: a missing key
+    costs Starlette's `Headers.get` a raised KeyError)."""
+    return {name: headers[name] for name in (TRACEPARENT, TRACESTATE) if name in headers}
+
+
+def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
+    """The client's trace context; without `traceparent` an empty context (a new trace)."""
+    carrier = forwarded(headers)
+    return _PROPAGATOR.extract(carrier) if carrier else otel_context.Context()
+
+
+def trace_headers(span_context: trace.SpanContext) -> dict[str, str]:
+    """W3C `traceparent` (and `tracestate`) of a valid span context, as the propagator writes
+    them, without its current-span lookup and carrier setter (twice per edge request)."""
+    c = span_context
+    carrier = {TRACEPARENT: f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"}
+    if c.trace_state:
+        carrier[TRACESTATE] = c.trace_state.to_header()
+    return carrier
 
 
 # -- analytics batches -----------------------------------------------------------------------

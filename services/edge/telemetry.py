@@ -10,10 +10,9 @@ request path: observability must never fail a request.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Container, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from opentelemetry import context as otel_context
@@ -21,15 +20,15 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Gauge
 
-from services.common import metrics, tracing
+from services.common import tracing
 from services.common.pb import router_pb2
 from services.edge.events import CostTable, RequestRecord, event_cost
 from services.edge.events import _confidence as plan_confidence
+from services.edge.request_metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("signalbox.request")
 
-FORWARDED_TRACE_HEADERS = ("traceparent", "tracestate")
 GEN_AI_OPERATION = "chat"
 GEN_AI_PROVIDER = "openai"
 MAX_CAPTURED_CHARS = 16_384
@@ -62,13 +61,6 @@ def spool_usage(directory: Path) -> tuple[int, int]:
     return events, size
 
 
-TOKEN_KINDS = ("input", "output", "cached", "reasoning")
-
-
-def _seconds(start: float, end: float | None) -> float | None:
-    return None if end is None else max(0.0, end - start)
-
-
 class EdgeTelemetry:
     """One per proxy; holds only configuration, per-request state lives on the record."""
 
@@ -80,22 +72,10 @@ class EdgeTelemetry:
         request_log_enabled: bool = True,
     ) -> None:
         self._prices = prices
-        # Models with their own price entry (built-ins + catalog + pricing file) are labels.
-        self._known: Container[str] = prices if isinstance(prices, Container) else frozenset()
         self.metrics_enabled = metrics_enabled
         self.request_log_enabled = request_log_enabled
-        # prometheus-client's `labels()` costs microseconds; label sets are few, keep children.
-        self._children: dict[tuple[Any, ...], Any] = {}
-        if metrics_enabled:  # every token kind is exported from the start, even while zero
-            for kind in TOKEN_KINDS:
-                self._child(metrics.TOKENS, kind)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        known = prices if isinstance(prices, Container) else frozenset()
+        self._metrics = RequestMetrics(known) if metrics_enabled else None
 
     # -- request path ----------------------------------------------------------------------
 
@@ -105,20 +85,24 @@ class EdgeTelemetry:
         tracer = tracing.tracer()
         if tracer is None:
             return None
-        parent = tracing.extract({h: headers[h] for h in FORWARDED_TRACE_HEADERS if h in headers})
-        span = tracer.start_span(
-            f"POST {record.endpoint}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": record.method,
-                "url.path": record.endpoint,
-                "signalbox.request_id": record.request_id,
-                "gen_ai.operation.name": GEN_AI_OPERATION,
-            },
-        )
+        parent = tracing.extract_headers(headers)
+        span = tracer.start_span(f"POST {record.endpoint}", context=parent, kind=SpanKind.SERVER)
+        if span.is_recording():  # sampled out: no attributes to build
+            span.set_attributes(
+                {
+                    "http.request.method": record.method,
+                    "url.path": record.endpoint,
+                    "signalbox.request_id": record.request_id,
+                    "gen_ai.operation.name": GEN_AI_OPERATION,
+                }
+            )
         record.span = span
-        return otel_context.attach(trace.set_span_in_context(span, parent))
+        context = trace.set_span_in_context(span, parent)
+        span_context = span.get_span_context()
+        if span_context.is_valid:  # its headers go to the router and upstream: format once
+            current = _RequestTrace(span, tracing.trace_headers(span_context))
+            context = otel_context.set_value(_REQUEST_TRACE, current, context)
+        return otel_context.attach(context)
 
     @staticmethod
     def leave(token: object | None) -> None:
@@ -127,14 +111,14 @@ class EdgeTelemetry:
 
     def before_plan(self, route_request: router_pb2.RouteRequest, body: Mapping[str, Any]) -> None:
         """The edge's own context in the Schema 1.1 `trace` field; GenAI request attributes."""
-        span = _current_span()
-        if span is None:
+        current = _request_trace()
+        if current is None:
             return
-        carrier = tracing.inject({})
-        route_request.trace.SetInParent()
-        route_request.trace.traceparent = carrier["traceparent"]
-        if "tracestate" in carrier:
-            route_request.trace.tracestate = carrier["tracestate"]
+        span, carrier = current
+        field = route_request.trace
+        field.traceparent = carrier[tracing.TRACEPARENT]
+        if tracing.TRACESTATE in carrier:
+            field.tracestate = carrier[tracing.TRACESTATE]
         if not span.is_recording():
             return
         span.set_attribute("gen_ai.request.model", str(body.get("model")))
@@ -162,12 +146,13 @@ class EdgeTelemetry:
         ACTIVE_STREAMS.dec()
 
     @staticmethod
-    def upstream_trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    def upstream_trace_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
         """With tracing on, the edge's span continues upstream; otherwise the client's headers
         are forwarded untouched (http-api §3)."""
-        if tracing.enabled():
-            return tracing.inject({})
-        return {h: headers[h] for h in FORWARDED_TRACE_HEADERS if h in headers}
+        if not tracing.enabled():
+            return tracing.forwarded(headers)
+        current = _request_trace()
+        return current.headers if current is not None else {}
 
     # -- the end of a request --------------------------------------------------------------
 
@@ -176,65 +161,17 @@ class EdgeTelemetry:
         try:
             span = record.span
             cost = None
-            if record.usage is not None and (self.metrics_enabled or span is not None):
+            recording = span is not None and span.is_recording()
+            if record.usage is not None and (self.metrics_enabled or recording):
                 cost = event_cost(record, self._prices)
-            if self.metrics_enabled:
-                self._count(record, cost)
+            if self._metrics is not None:
+                self._metrics.count(record, cost)
             if span is not None:
                 self._end_span(record, span, cost)
             if self.request_log_enabled:
                 self._log(record)
         except Exception:
             log.exception("request telemetry failed", extra={"request_id": record.request_id})
-
-    def _model(self, record: RequestRecord) -> str:
-        served = record.target.model_id if record.target is not None else record.model
-        return metrics.model_label(served, self._known)
-
-    def _count(self, record: RequestRecord, cost: Mapping[str, Any] | None) -> None:
-        endpoint = record.endpoint
-        model = self._model(record)
-        self._child(metrics.REQUESTS, endpoint, str(record.status_code or 0), model).inc()
-        for _target, failure in record.attempts.failures:
-            outcome = metrics.bounded(failure.outcome, "outcome")
-            self._child(metrics.UPSTREAM_ATTEMPTS, outcome).inc()
-        served = record.target is not None and record.upstream_sent_at is not None
-        if served:
-            self._child(metrics.UPSTREAM_ATTEMPTS, "ok").inc()
-            if record.target.fallback_index is not None:  # type: ignore[union-attr]
-                metrics.FALLBACKS.inc()
-        plan = record.plan
-        if plan is not None:
-            if plan.route_cache:
-                self._child(metrics.ROUTE_CACHE, plan.route_cache).inc()
-            self._child(metrics.ROUTE_STRATEGY, metrics.bounded(plan.strategy)).inc()
-            if plan.router_latency_ms is not None:
-                self._child(metrics.ROUTER_LATENCY, endpoint).observe(plan.router_latency_ms / 1000)
-        usage = record.usage
-        if usage is not None:
-            counts = (
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.cached_tokens,
-                usage.reasoning_tokens,
-            )
-            for kind, tokens in zip(TOKEN_KINDS, counts, strict=True):
-                if tokens:  # most requests have no cached or reasoning tokens: skip the lock
-                    self._child(metrics.TOKENS, kind).inc(tokens)
-        if cost is not None:
-            self._child(metrics.COST_USD, model).inc(float(cost["total_cost"]))
-        arrived = record.arrived
-        self._child(metrics.REQUEST_DURATION, endpoint).observe(
-            max(0.0, (record.finished_at or time.perf_counter()) - arrived)
-        )
-        if (ttfb := _seconds(arrived, record.first_byte_at)) is not None:
-            self._child(metrics.TTFB, endpoint).observe(ttfb)
-        if (overhead_ms := record.overhead_ms()) is not None:
-            self._child(metrics.OVERHEAD, endpoint).observe(overhead_ms / 1000)
-        if record.upstream_sent_at is not None and record.upstream_done_at is not None:
-            self._child(metrics.UPSTREAM_DURATION, endpoint).observe(
-                max(0.0, record.upstream_done_at - record.upstream_sent_at)
-            )
 
     def _end_span(self, record: RequestRecord, span: Any, cost: Mapping[str, Any] | None) -> None:
         status = record.status_code or 0
@@ -293,12 +230,20 @@ class EdgeTelemetry:
         )
 
 
-def _current_span() -> Any:
-    """The current span when tracing is on and a request span is current."""
+class _RequestTrace(NamedTuple):
+    span: Any
+    headers: Mapping[str, str]  # the span's traceparent/tracestate; shared, read-only
+
+
+_REQUEST_TRACE = otel_context.create_key("signalbox-request-trace")
+
+
+def _request_trace() -> _RequestTrace | None:
+    """The request span and its headers while tracing is on and the request's context (`begin`)
+    is current."""
     if not tracing.enabled():
         return None
-    span = trace.get_current_span()
-    return span if span.get_span_context().is_valid else None
+    return otel_context.get_value(_REQUEST_TRACE)  # type: ignore[return-value]
 
 
 def _routing_attributes(record: RequestRecord) -> dict[str, Any]:
