@@ -7,8 +7,11 @@ sends the segments back, oldest first, with a 5 s → 60 s doubling backoff, and
 only once every line in it was acknowledged. Ingest is idempotent on the event id, so
 at-least-once delivery stores each event exactly once.
 
-Protobuf encoding (`json_format.ParseDict` semantics, with a cheaper equivalent path for plain
-events) costs real CPU per event, so it runs in a worker thread, never on the request path.
+Events go on the wire as JSON documents (`EventBatch.documents`, checked by the service's own
+`documents.normalize`); one whose values do not map 1:1 onto the protobuf fields goes as a
+message (`json_format.ParseDict` semantics). Encoding runs in a worker thread, never on the
+request path. A service older than `documents` acknowledges fewer events than sent: the batch
+counts as undelivered and is spooled, never lost.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from services.analytics import documents
 from services.common import tracing
 from services.common.grpc_client import open_channel
 from services.common.pb import analytics_pb2, analytics_pb2_grpc
@@ -43,7 +47,8 @@ SEGMENT_PREFIX = "events-"
 SEGMENT_SUFFIX = ".jsonl"
 
 Event = dict[str, Any]
-Encoded = tuple[Event, analytics_pb2.AnalyticsEvent]
+Wire = bytes | analytics_pb2.AnalyticsEvent
+Encoded = tuple[Event, Wire]
 
 
 class InvalidEvent(ValueError):
@@ -102,7 +107,25 @@ def _plain(field: FieldDescriptor, value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def encode(event: Event) -> analytics_pb2.AnalyticsEvent:
+def encode(event: Event) -> Wire:
+    """The JSON document when every value is plain (a few µs), else the protobuf message."""
+    try:
+        document = documents.normalize(event)
+        wire = orjson.dumps(document)
+    except (documents.NotPlain, TypeError):
+        return encode_message(event)
+    _check_identity(document["id"], document["timestamp"])
+    return wire
+
+
+def _check_identity(event_id: str, timestamp: float) -> None:
+    if not event_id:
+        raise InvalidEvent("event has no id")
+    if not math.isfinite(timestamp) or timestamp <= 0:
+        raise InvalidEvent(f"event {event_id}: timestamp must be positive unix seconds")
+
+
+def encode_message(event: Event) -> analytics_pb2.AnalyticsEvent:
     """The wire message; unknown keys are ignored, wrong types and missing keys refused.
 
     `json_format.ParseDict(ignore_unknown_fields=True)` is the reference mapping; plain events
@@ -118,19 +141,18 @@ def encode(event: Event) -> analytics_pb2.AnalyticsEvent:
             )
         except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidEvent(str(exc)) from exc
-    if not message.id:
-        raise InvalidEvent("event has no id")
-    if not math.isfinite(message.timestamp) or message.timestamp <= 0:
-        raise InvalidEvent(f"event {message.id}: timestamp must be positive unix seconds")
+    _check_identity(message.id, message.timestamp)
     return message
 
 
-def spool_line(event: Event, message: analytics_pb2.AnalyticsEvent | None = None) -> bytes:
+def spool_line(event: Event, wire: Wire | None = None) -> bytes:
     """One JSON line; the protobuf JSON mapping is the fallback for values orjson cannot write."""
+    if isinstance(wire, bytes):
+        return wire
     try:
         return orjson.dumps(event)
     except TypeError:
-        message = message if message is not None else encode(event)
+        message = wire if wire is not None else encode_message(event)
         return orjson.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
@@ -373,19 +395,31 @@ class AnalyticsSink:
         self._counters.dropped_invalid += dropped
         return encoded
 
-    async def _send(self, messages: Sequence[analytics_pb2.AnalyticsEvent]) -> bool:
+    async def _send(self, encoded: Sequence[Encoded]) -> bool:
         if self._stub is None:  # closed without ever starting: everything goes to the spool
             return False
+        batch = analytics_pb2.EventBatch()
+        for _, wire in encoded:
+            if isinstance(wire, bytes):
+                batch.documents.append(wire)
+            else:
+                batch.events.append(wire)
         try:
-            with tracing.batch_span("analytics ingest", [m.id for m in messages]):
-                ack = await self._stub.Ingest(
-                    iter([analytics_pb2.EventBatch(events=messages)]), timeout=self._send_timeout
-                )
+            with tracing.batch_span("analytics ingest", [_event_id(e) for e, _ in encoded]):
+                ack = await self._stub.Ingest(iter([batch]), timeout=self._send_timeout)
         except grpc.aio.AioRpcError as exc:
             self._counters.send_failures += 1
             log.warning(
                 "analytics ingest failed",
-                extra={"events": len(messages), "code": exc.code().name, "details": exc.details()},
+                extra={"events": len(encoded), "code": exc.code().name, "details": exc.details()},
+            )
+            return False
+        if ack.accepted + ack.duplicates != len(encoded):
+            self._counters.send_failures += 1
+            log.error(
+                "analytics service acknowledged fewer events than sent (older than"
+                " EventBatch.documents?); batch spooled",
+                extra={"events": len(encoded), "acknowledged": ack.accepted + ack.duplicates},
             )
             return False
         self._counters.accepted += ack.accepted
@@ -404,7 +438,7 @@ class AnalyticsSink:
         self._replay_wanted.set()
 
     async def _spool_encoded(self, encoded: Sequence[Encoded]) -> None:
-        await self._write_spool([spool_line(event, message) for event, message in encoded])
+        await self._write_spool([spool_line(event, wire) for event, wire in encoded])
 
     async def _spool_events(self, events: Sequence[Event]) -> None:
         lines, dropped = await asyncio.to_thread(spool_lines, events)
@@ -413,7 +447,7 @@ class AnalyticsSink:
 
     async def _deliver(self, events: Sequence[Event]) -> None:
         encoded = await self._encode_all(events)
-        if encoded and not await self._send([message for _, message in encoded]):
+        if encoded and not await self._send(encoded):
             await self._spool_encoded(encoded)
 
     async def _collect_batch(self) -> None:
@@ -468,7 +502,7 @@ class AnalyticsSink:
             self._counters.skipped_spool_lines += skipped
             for chunk in _chunks(events, self._batch_size):
                 encoded = await self._encode_all(chunk)
-                if encoded and not await self._send([message for _, message in encoded]):
+                if encoded and not await self._send(encoded):
                     return False
             # Counted before the file goes, so "no segment left" implies "counted" to observers.
             self._counters.replayed_events += len(events)
@@ -512,7 +546,7 @@ class AnalyticsSink:
                 return encoded[index:]
             try:
                 async with asyncio.timeout(remaining):
-                    ok = await self._send([message for _, message in chunk])
+                    ok = await self._send(chunk)
             except TimeoutError:
                 ok = False
             if not ok:
