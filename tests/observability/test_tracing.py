@@ -14,7 +14,15 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.analytics.app import AnalyticsApp
 from services.common import tracing
@@ -240,3 +248,42 @@ def test_configure_from_env_installs_and_shuts_down(no_tracing_left: None) -> No
         tracing.shutdown()
     with pytest.raises(ValueError, match="unknown exporter"):
         tracing.configure_tracing("keys", env={"OTEL_TRACES_EXPORTER": "zipkin-v9"})
+
+
+async def test_sampled_out_request_continues_the_clients_trace_and_tracestate(
+    tmp_path: Path, mock_upstream: MockUpstream, no_tracing_left: None
+) -> None:
+    async with tracing_with(ALWAYS_OFF):
+        async with running_edge(edge_settings(tmp_path, mock_upstream.base_url)) as edge:
+            headers = {**BEARER, "traceparent": TRACEPARENT, "tracestate": "vendor=1"}
+            response = await edge.client.post("/v1/chat/completions", json=CHAT, headers=headers)
+            assert response.status_code == 200
+    [seen] = await mock_upstream.requests()
+    _version, trace_id, parent, flags = seen["headers"]["traceparent"].split("-")
+    assert trace_id == TRACE_ID and parent not in (CLIENT_SPAN, "0" * 16)
+    assert int(flags, 16) & 0x01 == 0
+    assert seen["headers"]["tracestate"] == "vendor=1"
+
+
+@pytest.mark.parametrize(
+    ("trace_id", "span_id_", "flags", "state"),
+    [
+        (int(TRACE_ID, 16), int(CLIENT_SPAN, 16), 0x01, [("vendor", "1"), ("other", "x")]),
+        (1, 2, 0x00, []),  # leading zeros kept, no tracestate header
+        (2**128 - 1, 2**64 - 1, 0x03, []),
+    ],
+)
+def test_trace_headers_are_what_the_w3c_propagator_writes(
+    trace_id: int, span_id_: int, flags: int, state: list[tuple[str, str]]
+) -> None:
+    context = SpanContext(
+        trace_id,
+        span_id_,
+        is_remote=False,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState(state),
+    )
+    expected: dict[str, str] = {}
+    propagated = set_span_in_context(NonRecordingSpan(context))
+    TraceContextTextMapPropagator().inject(expected, context=propagated)
+    assert tracing.trace_headers(context) == expected
