@@ -188,7 +188,9 @@ def trace_headers(span_context: trace.SpanContext) -> dict[str, str]:
     """W3C `traceparent` (and `tracestate`) of a valid span context, as the propagator writes
     them, without its current-span lookup and carrier setter (twice per edge request)."""
     c = span_context
-    carrier = {TRACEPARENT: f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"}
+    # %-formatting: half the cost of an f-string's format specs for the 128-bit id.
+    traceparent = "00-%032x-%016x-%02x" % (c.trace_id, c.span_id, c.trace_flags)  # noqa: UP031
+    carrier = {TRACEPARENT: traceparent}
     if c.trace_state:
         carrier[TRACESTATE] = c.trace_state.to_header()
     return carrier
