@@ -8,7 +8,7 @@ of it: one from this checkout, one from `--baseline` (a source tree of an older 
 the machine hits both; each round is a closed loop on the same payload and charges the
 edge process's user+system CPU (psutil) to the requests it answered.
 
-Writes `bench/results/edge_ab.json`.
+Writes `bench/results/edge_ab_c<concurrency>_lat<ms>[_stream].json`.
 Run: `.venv/bin/python -m bench.edge_ab_bench --baseline /tmp/edge-base [--rounds 4]
 [--concurrency 10] [--latency-ms 0] [--duration 2]`.
 """
@@ -32,7 +32,7 @@ from bench.gateways import CHAT_PATH, Server, Signalbox, fast_mock
 from bench.load import RunStats, Target, closed_loop
 from deploy.local.stack import LocalStack, free_port
 
-RESULT_FILE = Path(__file__).parent / "results" / "edge_ab.json"
+RESULTS_DIR = Path(__file__).parent / "results"
 BUILDS = ("baseline", "current")
 MAX_REQUESTS = 50_000
 
@@ -150,8 +150,9 @@ def main() -> None:
     args = parser.parse_args()
     result = uvloop.run(run(args))
     print(orjson.dumps(result["summary"], option=orjson.OPT_INDENT_2).decode())
-    RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULT_FILE.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    name = f"edge_ab_c{args.concurrency}_lat{args.latency_ms}{'_stream' if args.stream else ''}"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ samples, so attempts talk to aiohttp directly. Failures keep httpx's exception t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -54,10 +54,11 @@ class UpstreamResponse:
             headers.setdefault(name.lower(), value)
         return headers
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+    async def read_chunk(self) -> bytes:
+        """The body bytes that arrived next, b"" at the end. Cancel-safe: a read cancelled
+        while waiting (a keep-alive falls due) loses nothing, so it needs no task of its own."""
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            return await self._response.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _read_error(exc) from exc
 

@@ -214,8 +214,9 @@ class _RelayResponse(StreamingResponse):
 class _StreamSession:
     """One relayed stream: upstream SSE in, client bytes out, keep-alives during silence.
 
-    `close()` is idempotent and always runs: it cancels the upstream read, releases the
-    connection and emits the event (`client_disconnected` when the stream did not end).
+    `close()` is idempotent and always runs: it releases the connection (dropped when the
+    body was not read to its end) and emits the event (`client_disconnected` when the stream
+    did not end).
     """
 
     def __init__(
@@ -234,7 +235,6 @@ class _StreamSession:
         self.record = record
         self._keepalive_s = keepalive_s
         self._on_close = on_close
-        self._read: asyncio.Future[bytes | None] | None = None
         self._ended = False
         self._closed = False
 
@@ -245,6 +245,18 @@ class _StreamSession:
             return b"".join(self.relay.feed(event) for event in parser.feed(chunk))
         except SSEProtocolError as exc:
             return self.relay.fail(f"invalid upstream stream: {exc}")
+
+    async def _read(self) -> bytes | None:
+        """The next upstream chunk (None at its end), or b"" once `keepalive_s` passed
+        without one. The read is cancel-safe, so silence costs no task and loses no bytes."""
+        keepalive = asyncio.timeout(self._keepalive_s)
+        try:
+            async with keepalive:
+                return await self.opened.next_chunk()
+        except TimeoutError:
+            if keepalive.expired():
+                return b""
+            raise
 
     async def body(self) -> AsyncIterator[bytes]:
         parser = SSEParser()
@@ -260,13 +272,10 @@ class _StreamSession:
                 yield out
             if self.relay.finished:
                 break
-            self._read = read = asyncio.ensure_future(self.opened.next_chunk())
-            while not (await asyncio.wait({read}, timeout=self._keepalive_s))[0]:
-                self.record.mark_sent(len(KEEP_ALIVE))
-                yield KEEP_ALIVE
-            self._read = None
             try:
-                chunk = read.result()
+                while (chunk := await self._read()) == b"":
+                    self.record.mark_sent(len(KEEP_ALIVE))
+                    yield KEEP_ALIVE
             except (httpx.TransportError, TimeoutError) as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
                 out = self.relay.fail(f"upstream stream failed: {reason}")
@@ -279,8 +288,6 @@ class _StreamSession:
         if self._closed:
             return
         self._closed = True
-        if self._read is not None and not self._read.done():
-            self._read.cancel()
         await self.opened.aclose()
         record, relay = self.record, self.relay
         record.upstream_done_at = record.finished_at = time.perf_counter()

@@ -120,16 +120,19 @@ class OpenAttempt:
     sent_at: float
     deadline: float
     first: bytes
+    # Chunks replayed from memory instead of the live body (MCP's final round).
     chunks: AsyncIterator[bytes] | None = None
 
-    async def next_chunk(self, timeout: float | None = None) -> bytes | None:
-        """The next body chunk, None at EOF; raises TimeoutError past the attempt deadline."""
-        assert self.chunks is not None
+    async def next_chunk(self) -> bytes | None:
+        """The next body chunk, None at EOF; raises TimeoutError past the attempt deadline.
+        Cancel-safe like `UpstreamResponse.read_chunk` (a replay never waits)."""
         remaining = self.deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise TimeoutError("upstream attempt deadline passed")
-        async with asyncio.timeout(remaining if timeout is None else min(remaining, timeout)):
-            return await anext(self.chunks, None)
+        async with asyncio.timeout(remaining):
+            if self.chunks is not None:
+                return await anext(self.chunks, None)
+            return await self.response.read_chunk() or None
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -183,10 +186,8 @@ async def _first_bytes(
 ) -> OpenAttempt:
     if not 200 <= response.status_code < 300:
         body = b""
-        async for chunk in response.aiter_bytes():
+        while len(body) < MAX_ERROR_BODY_BYTES and (chunk := await response.read_chunk()):
             body += chunk
-            if len(body) >= MAX_ERROR_BODY_BYTES:
-                break
         raise AttemptFailed(
             "status",
             f"upstream answered {response.status_code}",
@@ -197,11 +198,10 @@ async def _first_bytes(
     if not stream:
         body = await response.aread()
         return OpenAttempt(target, response, sent_at, deadline, body)
-    chunks = response.aiter_bytes()
-    async for chunk in chunks:
-        if chunk:
-            return OpenAttempt(target, response, sent_at, deadline, chunk, chunks)
-    raise AttemptFailed("closed", "upstream closed before the first body byte")
+    chunk = await response.read_chunk()
+    if not chunk:
+        raise AttemptFailed("closed", "upstream closed before the first body byte")
+    return OpenAttempt(target, response, sent_at, deadline, chunk)
 
 
 def all_failed_error(last: AttemptFailed) -> ApiError:
