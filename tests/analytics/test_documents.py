@@ -50,21 +50,21 @@ def test_normalize_gives_the_full_shape_of_message_to_document() -> None:
 
 
 @pytest.mark.parametrize(
-    ("section", "value"),
+    "section",
     [
-        ({"performance": {"duration_ms": math.nan}}, "nan"),
-        ({"performance": {"duration_ms": math.inf}}, "inf"),
-        ({"performance": {"duration_ms": "12"}}, "string for a double"),
-        ({"request": {"size_bytes": True}}, "bool for an int"),
-        ({"request": {"size_bytes": 1.5}}, "float for an int"),
-        ({"request": {"size_bytes": 2**63}}, "int64 overflow"),
-        ({"request": {"stream": 1}}, "int for a bool"),
-        ({"request": {"model": 5}}, "int for a string"),
-        ({"routing": {"mcp_servers": ["fs", 3]}}, "non-string in a list"),
-        ({"routing": "router"}, "string for a sub-message"),
+        pytest.param({"performance": {"duration_ms": math.nan}}, id="nan"),
+        pytest.param({"performance": {"duration_ms": math.inf}}, id="inf"),
+        pytest.param({"performance": {"duration_ms": "12"}}, id="string for a double"),
+        pytest.param({"request": {"size_bytes": True}}, id="bool for an int"),
+        pytest.param({"request": {"size_bytes": 1.5}}, id="float for an int"),
+        pytest.param({"request": {"size_bytes": 2**63}}, id="int64 overflow"),
+        pytest.param({"request": {"stream": 1}}, id="int for a bool"),
+        pytest.param({"request": {"model": 5}}, id="int for a string"),
+        pytest.param({"routing": {"mcp_servers": ["fs", 3]}}, id="non-string in a list"),
+        pytest.param({"routing": "router"}, id="string for a sub-message"),
     ],
 )
-def test_values_that_do_not_map_one_to_one_are_refused(section: dict[str, Any], value: str) -> None:
+def test_values_that_do_not_map_one_to_one_are_refused(section: dict[str, Any]) -> None:
     with pytest.raises(documents.NotPlain):
         documents.normalize(make_event(**section))
 
