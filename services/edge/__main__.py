@@ -90,6 +90,10 @@ def main() -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # Named rather than "auto": "auto" falls back to the asyncio loop and the pure-Python
+        # h11 parser without a word when uvloop or httptools is missing.
+        loop="uvloop",
+        http="httptools",
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
