@@ -8,8 +8,9 @@ of it: one from this checkout, one from `--baseline` (a source tree of an older 
 the machine hits both; each round is a closed loop on the same payload and charges the
 edge process's user+system CPU (psutil) to the requests it answered.
 
-Writes `bench/results/edge_ab_c<concurrency>_lat<ms>[_stream].json`.
-Run: `.venv/bin/python -m bench.edge_ab_bench --baseline /tmp/edge-base [--rounds 4]
+Writes `bench/results/edge_ab_c<concurrency>_lat<ms>[_stream].json`. Not a `*_bench.py` module:
+`make bench` has no baseline tree to give it.
+Run: `.venv/bin/python -m bench.edge_ab --baseline /tmp/edge-base [--rounds 4]
 [--concurrency 10] [--latency-ms 0] [--duration 2]`.
 """
 
