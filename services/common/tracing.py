@@ -48,6 +48,7 @@ MAX_REMEMBERED_EVENTS = 10_000
 INSTRUMENTATION_NAME = "signalbox"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_NO_PARENT = otel_context.Context()  # immutable: every derived context is a copy
 
 
 class _State:
@@ -180,8 +181,9 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
 
 def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
     """The client's trace context; without `traceparent` an empty context (a new trace)."""
-    carrier = forwarded(headers)
-    return _PROPAGATOR.extract(carrier) if carrier else otel_context.Context()
+    if TRACEPARENT not in headers:
+        return _NO_PARENT
+    return _PROPAGATOR.extract(forwarded(headers))
 
 
 def trace_headers(span_context: trace.SpanContext) -> dict[str, str]:
