@@ -95,6 +95,9 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        # The edge applies SIGNALBOX_TRUSTED_PROXIES to X-Forwarded-For itself; uvicorn's own
+        # handling would first rewrite the client address for any loopback peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = _DrainingServer(config, app.state.lifecycle)

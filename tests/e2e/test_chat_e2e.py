@@ -46,6 +46,8 @@ async def stack(
         "SIGNALBOX_ANALYTICS_SPOOL_DIR": str(tmp_path / "spool"),
         "SIGNALBOX_KNN_INDEX_DIR": str(tmp_path / "knn"),
         "SIGNALBOX_AUTH_MODE": "managed",
+        # Loopback is not a trusted proxy here: a forwarded address from it must be ignored.
+        "SIGNALBOX_TRUSTED_PROXIES": "203.0.113.0/24",
         "SIGNALBOX_SHUTDOWN_GRACE_SECONDS": "5",
         "OPENAI_API_KEY": PROVIDER_KEY,
         "OPENAI_BASE_URL": mock_upstream.base_url,
@@ -78,7 +80,9 @@ async def test_chat_completions_through_the_stack(
     )
 
     completion = await client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, extra_headers={"X-Request-Id": "e2e-json"}
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        extra_headers={"X-Request-Id": "e2e-json", "X-Forwarded-For": "198.51.100.7"},
     )
     assert completion.choices[0].message.content == "Hello from the mock upstream."
     assert completion.usage is not None and completion.usage.total_tokens > 0
@@ -118,6 +122,7 @@ async def test_chat_completions_through_the_stack(
     assert set(by_request) == {"e2e-json", "e2e-stream", "e2e-401", "e2e-bad"}
     ok = by_request["e2e-json"]
     assert ok.response.success and ok.response.status_code == 200
+    assert ok.request.client_ip == "127.0.0.1"  # the peer, not the untrusted forwarded address
     assert ok.auth.auth_method == "managed" and ok.auth.api_key_label == "e2e"
     assert ok.routing.backend == "router"
     assert ok.token_usage.total_tokens == completion.usage.total_tokens
