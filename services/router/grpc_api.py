@@ -108,12 +108,26 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         started = time.perf_counter()
         accepted = 0
         async for item in request_iterator:
-            try:
-                accepted += self.service.feedback([item])
-            except RouteFailure as failure:
-                log.warning("feedback item rejected", extra={"error": failure.message})
+            accepted += self._accept_feedback(item)
         await self._metadata(context, started, {})
         return router_pb2.FeedbackAck(accepted=accepted)
+
+    async def FeedbackBatch(
+        self, request: router_pb2.RouteFeedbackBatch, context: grpc.aio.ServicerContext
+    ) -> router_pb2.FeedbackAck:
+        """Extension: the `Feedback` stream's items in one message, each handled the same way."""
+        started = time.perf_counter()
+        accepted = sum(self._accept_feedback(item) for item in request.items)
+        await self._metadata(context, started, {})
+        return router_pb2.FeedbackAck(accepted=accepted)
+
+    def _accept_feedback(self, item: router_pb2.RouteFeedback) -> int:
+        """One item applied on its own (1), or logged and skipped when invalid (0)."""
+        try:
+            return self.service.feedback([item])
+        except RouteFailure as failure:
+            log.warning("feedback item rejected", extra={"error": failure.message})
+            return 0
 
     async def Catalog(
         self, request: router_pb2.CatalogRequest, context: grpc.aio.ServicerContext

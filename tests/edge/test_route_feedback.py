@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
+
 from services.common.grpc_client import open_channel
-from services.common.pb import router_pb2
+from services.common.pb import router_pb2, router_pb2_grpc
 from services.edge.events import RequestRecord, Usage
 from services.edge.route_feedback import FeedbackSender, build_feedback
 from services.edge.routing import PlanResult
@@ -153,6 +155,7 @@ async def test_feedback_reaches_the_router_in_the_background(
         sender = edge.runtime.feedback
         assert sender is not None
         await wait_for(lambda: sender.stats()["accepted"] == 3)
+        assert sender.batched  # our router has FeedbackBatch: no fallback to the stream
         service = router.app.service
         # Derived catalog: the alias is the catalog id of its upstream model.
         recent = service.health.recent(service.config.catalog.resolve_model("mock-model-a"))
@@ -197,3 +200,56 @@ async def test_router_down_after_planning_loses_feedback_not_responses(
             "/v1/chat/completions", json={**CHAT, "model": "fast"}, headers=BEARER
         )
     assert again.status_code == 200 and again.headers["x-route-cache"] == "hit"
+
+
+class MethodLog(grpc.aio.ServerInterceptor):
+    """Names every RPC the server is asked for, implemented or not."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        self.methods.append(handler_call_details.method.rsplit("/", 1)[-1])
+        return await continuation(handler_call_details)
+
+
+class StreamOnlyRouter(router_pb2_grpc.RouterServicer):
+    """An external Schema 1.1 router: `Feedback` only, so `FeedbackBatch` is UNIMPLEMENTED."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def Feedback(
+        self, request_iterator: AsyncIterator[router_pb2.RouteFeedback], context: Any
+    ) -> router_pb2.FeedbackAck:
+        async for item in request_iterator:
+            self.received.append(item.route_id)
+        return router_pb2.FeedbackAck(accepted=len(self.received))
+
+
+async def test_falls_back_to_the_stream_for_a_router_without_feedback_batch() -> None:
+    calls, router = MethodLog(), StreamOnlyRouter()
+    server = grpc.aio.server(interceptors=[calls])
+    router_pb2_grpc.add_RouterServicer_to_server(router, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
+            sender = FeedbackSender(channel, FlatPrices(), batch_max=2)
+            for n in range(3):
+                sender.submit(router_pb2.RouteFeedback(route_id=f"rte_{n}", success=True))
+            await sender.flush()
+            assert not sender.batched
+            sender.submit(router_pb2.RouteFeedback(route_id="rte_3", success=True))
+            await sender.flush()
+    finally:
+        await server.stop(None)
+    # The refused batch went again on the stream; later batches skip FeedbackBatch entirely.
+    assert router.received == ["rte_0", "rte_1", "rte_2", "rte_3"]
+    assert calls.methods == ["FeedbackBatch", "Feedback", "Feedback", "Feedback"]
+    stats = sender.stats()
+    assert (stats["sent"], stats["failed"], stats["dropped"], stats["queued"]) == (4, 0, 0, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import grpc
@@ -39,6 +39,14 @@ async def feedback(stub: Stub, items: Iterable[router_pb2.RouteFeedback]) -> int
             yield item
 
     return (await stub.Feedback(stream())).accepted
+
+
+async def feedback_batch(stub: Stub, items: Iterable[router_pb2.RouteFeedback]) -> int:
+    """The extension: the same items in one `RouteFeedbackBatch` message."""
+    return (await stub.FeedbackBatch(router_pb2.RouteFeedbackBatch(items=items))).accepted
+
+
+SendFeedback = Callable[[Stub, Iterable[router_pb2.RouteFeedback]], Awaitable[int]]
 
 
 def fail_many(model: str, n: int = 20) -> list[router_pb2.RouteFeedback]:
@@ -195,7 +203,8 @@ async def test_capabilities(stub: Stub) -> None:
     assert caps.limits.plan_batch_max == 64
 
 
-async def test_feedback_window_degrades_and_invalidates(stub: Stub) -> None:
+@pytest.mark.parametrize("send", [feedback, feedback_batch], ids=["stream", "batch"])
+async def test_feedback_window_degrades_and_invalidates(stub: Stub, send: SendFeedback) -> None:
     plans = [await stub.Plan(router_pb2.RouteRequest(alias=MIXTRAL)) for _ in range(20)]
     freeze = plans[0].cache.freeze_key
     # Attributed by route_id alone; the invalid item (no route_id) is skipped, not fatal.
@@ -203,7 +212,7 @@ async def test_feedback_window_degrades_and_invalidates(stub: Stub) -> None:
         router_pb2.RouteFeedback(route_id=p.route_id, success=False, duration_ms=900) for p in plans
     ]
     items.insert(3, router_pb2.RouteFeedback(success=True))
-    assert await feedback(stub, items) == 20
+    assert await send(stub, items) == 20
     catalog = await stub.Catalog(router_pb2.CatalogRequest())
     mixtral = next(m for m in catalog.models if m.id == MIXTRAL)
     assert mixtral.status == "degraded" and "error_rate" in mixtral.status_reason
@@ -213,7 +222,7 @@ async def test_feedback_window_degrades_and_invalidates(stub: Stub) -> None:
     assert dict(await call.initial_metadata())["x-route-invalidate"] == freeze
     # Recovery (error rate below 0.2) is a status change too: listed again.
     ok = [router_pb2.RouteFeedback(route_id="r", model_id=MIXTRAL, success=True)] * 81
-    await feedback(stub, ok)
+    assert await send(stub, ok) == 81
     catalog = await stub.Catalog(router_pb2.CatalogRequest())
     assert next(m for m in catalog.models if m.id == MIXTRAL).status == "healthy"
 

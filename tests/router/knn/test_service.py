@@ -98,6 +98,36 @@ async def test_plan_learn_and_hot_swap(
         assert again.status_code == 202 and swapped.examples == 101  # same query: updated
 
 
+async def test_quality_in_a_feedback_batch_teaches_the_scorer(
+    index_dir: Path,
+    real_subset: TrainingSet,
+    model_dir: Path,
+    start_router: StartRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The `FeedbackBatch` extension over gRPC: each item handled as on the `Feedback` stream
+    (the invalid one skipped and not counted, the valid one learned)."""
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    router = await start_router(knn_index_dir=index_dir)
+    assert router.service is not None
+    scorer = router.service.knn.scorer
+    assert isinstance(scorer, LearnedKnnScorer) and scorer.examples == len(real_subset)
+    request = router_pb2.RouteRequest(alias="auto", privacy_mode="summary")
+    request.conversation.summary = real_subset.examples[11].prompt
+    request.estimates.prompt_tokens = 120
+    async with open_channel(f"127.0.0.1:{router.grpc_port}") as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+        plan = await stub.Plan(request)
+        invalid = router_pb2.RouteFeedback(route_id=plan.route_id, success=True, quality=2)
+        valid = router_pb2.RouteFeedback(
+            route_id=plan.route_id, model_id=GPT4, success=True, quality=0.25
+        )
+        ack = await stub.FeedbackBatch(router_pb2.RouteFeedbackBatch(items=[invalid, valid]))
+    assert ack.accepted == 1
+    assert scorer.examples == len(real_subset) + 1
+    assert scorer.online is not None and len(scorer.online) == 1
+
+
 async def test_hot_swap_under_load_drops_no_request(
     index_dir: Path,
     fewer: Path,
