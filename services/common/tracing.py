@@ -188,7 +188,8 @@ def extract_headers(headers: Mapping[str, str]) -> otel_context.Context:
 
 def trace_headers(span_context: trace.SpanContext) -> dict[str, str]:
     """W3C `traceparent` (and `tracestate`) of a valid span context, as the propagator writes
-    them, without its current-span lookup and carrier setter (twice per edge request)."""
+    them (tested), without its current-span lookup and carrier setter: the edge formats its
+    request span's once, for the router's `trace` field and the upstream headers."""
     c = span_context
     # %-formatting: half the cost of an f-string's format specs for the 128-bit id.
     traceparent = "00-%032x-%016x-%02x" % (c.trace_id, c.span_id, c.trace_flags)  # noqa: UP031
