@@ -17,12 +17,11 @@ from typing import Any
 
 import orjson
 
+from bench.local_router import local_router
 from services.common.grpc_client import open_channel
 from services.edge.plan_cache import PlanCache
 from services.edge.route_request import RoutingHeaders, build_route_request
 from services.edge.routing import Planner
-from services.router.app import RouterApp
-from services.router.settings import RouterSettings
 
 RESULTS = Path(__file__).parent / "results" / "plan_cache.json"
 TARGET_HIT_MS = 0.1
@@ -73,20 +72,7 @@ async def _time_calls(planner: Planner, request: Any, count: int) -> list[int]:
 
 async def run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        aliases = Path(tmp) / "router_aliases.json"
-        aliases.write_bytes(orjson.dumps(ALIASES))
-        router = RouterApp(
-            RouterSettings(
-                router_bind="127.0.0.1:0",
-                router_http_bind="127.0.0.1:0",
-                router_aliases=aliases,
-                data_dir=Path(tmp),
-                redis_url=None,
-                internal_token=None,
-                knn_train_path=None,
-                shutdown_grace_seconds=1.0,
-            )
-        )
+        router = local_router(Path(tmp), ALIASES)
         await router.start()
         channel = open_channel(f"127.0.0.1:{router.grpc_port}")
         request = build_route_request(
