@@ -9,10 +9,11 @@ CPU time per request (the edge plus the client, the mock is elsewhere), and the 
 variant's median batch minus `off`'s. That figure is too noisy on a shared 2-core machine to
 resolve 0.05 ms, so the headline is the hooks themselves: the exact calls the proxy makes per
 request (begin, before_plan, upstream headers, leave, finish on a realistic record, with the
-request's headers as Starlette gives them) timed in a tight loop per variant, best of 5, minus
-`off` (the same calls with everything disabled). Every variant also computes the request's cost
-after `finish`, as the proxy does for the analytics event, limits and route feedback: it is
-memoized on the record, so metrics reuse it and `off` is not credited with skipping it.
+client's headers in the proxy's per-request dict) timed in a tight loop per variant, best of 5,
+minus `off` (the same calls with everything disabled). Every variant also computes the
+request's cost after `finish`, as the proxy does for the analytics event, limits and route
+feedback: it is memoized on the record, so metrics reuse it and `off` is not credited with
+skipping it.
 Target: `metrics+tracing` adds at most 0.05 ms.
 
 Writes `bench/results/observability.json`.
@@ -128,8 +129,6 @@ def hook_costs(iterations: int, repeats: int) -> dict[str, float]:
     The end-to-end batches above carry the whole edge and the client (ms of CPU, noisy on a
     shared machine); this isolates exactly what observability adds to one request.
     """
-    from starlette.datastructures import Headers
-
     from services.common.pricing import PriceTable
     from services.edge.events import RequestRecord, Usage, event_cost
     from services.edge.route_request import build_route_request, parse_routing_headers
@@ -138,7 +137,7 @@ def hook_costs(iterations: int, repeats: int) -> dict[str, float]:
     from services.edge.upstream import plan_targets
 
     prices = PriceTable.load(None, None)
-    headers = Headers(headers=CLIENT_HEADERS)
+    headers = dict(CLIENT_HEADERS)  # as `proxy.header_map` hands them to the hooks
     route_request = build_route_request(
         api="chat", body=BODY, request_id="req_bench", headers=parse_routing_headers(headers),
         privacy_mode="features_only", key=None,
