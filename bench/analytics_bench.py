@@ -44,6 +44,8 @@ ADMIN_URL = os.environ.get(
     "SIGNALBOX_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BATCH = 500
+# The live sender awaits the queue and takes what is there (up to 500): a backlog stays short.
+SENDER_BATCH = 100
 NOW = int(time.time())
 PRICES = PriceTable.load(None, None)
 
@@ -293,6 +295,9 @@ async def bench_sink(tmp: Path, n: int) -> dict[str, float]:
         sink.submit(event)
     submit_ns = (time.perf_counter_ns() - started) / n
     # Everything the request path pays for analytics: build the §1 event (incl. pricing), submit.
+    # The live sender drains the queue as events arrive, so each `SENDER_BATCH` chunk of events is
+    # let go before the next (5,000 undrained events would bill the request path for
+    # garbage-collector passes over a backlog the edge never holds).
     records = [
         RequestRecord(f"req_{i}", "/v1/chat/completions", "POST", "bench", "10.0.0.1")
         for i in range(5000)
@@ -300,13 +305,16 @@ async def bench_sink(tmp: Path, n: int) -> dict[str, float]:
     for record in records:
         record.model, record.status_code = "gpt-4o-mini", 200
         record.usage = Usage(120, 300, 420, 0, 0)
-    edge_sink = AnalyticsSink(
-        "127.0.0.1:9", internal_token=None, spool_dir=tmp / "spool2", queue_size=len(records) + 1
-    )
-    started = time.perf_counter_ns()
-    for record in records:
-        edge_sink.submit(build_event(record, PRICES))
-    edge_ms = (time.perf_counter_ns() - started) / len(records) / 1e6
+    edge_ns = 0
+    for chunk in range(0, len(records), SENDER_BATCH):
+        edge_sink = AnalyticsSink(
+            "127.0.0.1:9", internal_token=None, spool_dir=tmp / "spool2", queue_size=SENDER_BATCH
+        )
+        started = time.perf_counter_ns()
+        for record in records[chunk : chunk + SENDER_BATCH]:
+            edge_sink.submit(build_event(record, PRICES))
+        edge_ns += time.perf_counter_ns() - started
+    edge_ms = edge_ns / len(records) / 1e6
     sample = events[:2000]
     started = time.perf_counter_ns()
     encode_all(sample)
@@ -317,6 +325,8 @@ async def bench_sink(tmp: Path, n: int) -> dict[str, float]:
     assert len(lines) == len(sample)
     return {
         "edge_ms_per_request": edge_ms,
+        # The worker thread's encoding is the edge's CPU too, just not on the request path.
+        "edge_ms_per_request_incl_encode": edge_ms + encode_us / 1000,
         "submit_ns_per_event": submit_ns,
         "encode_us_per_event": encode_us,
         "spool_line_us_per_event": spool_line_us,
