@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,8 @@ import asyncpg
 import pytest
 import redis as syncredis
 import redis.asyncio as aioredis
+
+from deploy.local import stack
 
 PG_ADMIN_URL = os.environ.get(
     "SIGNALBOX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -102,13 +103,7 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def free_port() -> Callable[[], int]:
     """Factory for unused loopback ports (for services started as real processes)."""
-    return _free_port
+    return stack.free_port

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,20 +10,16 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from deploy.local.stack import free_port
+
 STREAM_CHUNKS = 3
 START_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def fast_mock_url() -> Iterator[str]:
     """`bench.mock_upstream_fast` with 3 chunks per stream, no chunk gap."""
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "bench.mock_upstream_fast", "--port", str(port)]
     process = subprocess.Popen([*argv, "--chunks", str(STREAM_CHUNKS)])
     url = f"http://127.0.0.1:{port}"

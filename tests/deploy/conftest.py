@@ -8,7 +8,6 @@ Starting it costs seconds, so modules share one; tests that break an edge restar
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ import redis as syncredis
 
 from deploy.local.nginx import NginxError
 from deploy.local.postgres import ThrowawayDatabase
+from deploy.local.stack import free_port
 from deploy.local.topology import Topology
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.mock_upstream.fixture import (  # noqa: F401 (pytest fixtures)
@@ -39,12 +39,6 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine on its own loop in a worker thread (module fixtures are synchronous)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -89,7 +83,7 @@ def topology(
         "OPENAI_BASE_URL": mock_upstream_server.base_url,
     }
     running = Topology(
-        env=env, nginx_port=_free_port(), log_dir=work / "logs", data_dir=work / "data"
+        env=env, nginx_port=free_port(), log_dir=work / "logs", data_dir=work / "data"
     )
     try:
         try:

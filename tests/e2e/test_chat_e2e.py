@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from deploy.local.stack import LocalStack, Ports, issue_first_key
+from deploy.local.stack import LocalStack, free_ports, issue_first_key
 from services.common.grpc_client import open_channel
 from services.common.pb import analytics_pb2, analytics_pb2_grpc
 from tests.mock_upstream.fixture import MockUpstream
@@ -29,15 +29,9 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 
 @pytest.fixture
 async def stack(
-    pg_url: str, free_port: Callable[[], int], mock_upstream: MockUpstream, tmp_path: Path
+    pg_url: str, mock_upstream: MockUpstream, tmp_path: Path
 ) -> AsyncIterator[LocalStack]:
-    ports = Ports(
-        edge=free_port(),
-        router=free_port(),
-        router_http=free_port(),
-        keys=free_port(),
-        analytics=free_port(),
-    )
+    ports = free_ports()
     env = {
         "SIGNALBOX_DATABASE_URL": pg_url,
         "SIGNALBOX_REDIS_URL": "",

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 from pydantic import BaseModel
 
-from deploy.local.stack import LocalStack, Ports, issue_first_key
-from tests.conftest import PG_ADMIN_URL, _admin, _free_port, _with_database
+from deploy.local.stack import LocalStack, free_ports, issue_first_key
+from tests.conftest import PG_ADMIN_URL, _admin, _with_database
 from tests.mock_upstream.fixture import MockUpstream, mode_backends
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -62,7 +62,7 @@ async def running(
     name = "sbtest_sdk_" + tmp.name.replace("-", "_")[-20:].lower()
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{name}"')
-    ports = Ports(*(_free_port() for _ in range(5)))
+    ports = free_ports()
     env = {
         "SIGNALBOX_DATABASE_URL": _with_database(PG_ADMIN_URL, name),
         "SIGNALBOX_REDIS_URL": "",

@@ -5,8 +5,9 @@ other through the pub/sub broadcast, and no secret appears in any service log.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from deploy.local.stack import LocalStack, Ports
+from deploy.local.stack import LocalStack, free_ports
 from services.edge.limits.windows import budget_window, minute_window
 from tests.mock_upstream.fixture import MockUpstream
 
@@ -105,7 +106,6 @@ async def edges(
     pg_url: str,
     redis_url: str,
     redis_prefix: str,
-    free_port: Callable[[], int],
     mock_upstream: MockUpstream,
     tmp_path: Path,
 ) -> AsyncIterator[TwoEdges]:
@@ -125,22 +125,10 @@ async def edges(
         "OPENAI_API_KEY": PROVIDER_KEY,
         "OPENAI_BASE_URL": mock_upstream.base_url,
     }
-    ports_a = Ports(
-        edge=free_port(),
-        router=free_port(),
-        router_http=free_port(),
-        keys=free_port(),
-        analytics=free_port(),
-    )
+    ports_a = free_ports()
     a = LocalStack(env=env, ports=ports_a, log_dir=tmp_path / "a", services=("keys", "edge"))
     async with a:
-        ports_b = Ports(
-            edge=free_port(),
-            router=free_port(),
-            router_http=free_port(),
-            keys=ports_a.keys,
-            analytics=free_port(),
-        )
+        ports_b = dataclasses.replace(free_ports(), keys=ports_a.keys)
         env_b = {**env, "SIGNALBOX_KEYS_ADDR": a.addr("keys")}
         async with LocalStack(
             env=env_b, ports=ports_b, log_dir=tmp_path / "b", services=("edge",)

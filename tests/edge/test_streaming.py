@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import httpx
 import orjson
 import uvicorn
 
+from deploy.local.stack import free_port
 from services.edge.app import create_app
 from tests.edge.conftest import BEARER, CHAT, EdgeFactory, edge_settings
 from tests.edge.test_passthrough import sse_data
@@ -66,18 +66,12 @@ async def test_responses_stream_cut_ends_with_response_failed(make_edge: EdgeFac
     assert event["response"]["success"] is False
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_client_disconnect_cancels_the_stream(
     tmp_path: Path, mock_upstream: MockUpstream
 ) -> None:
     await mock_upstream.script({"chunk_delay_ms": 300})
     app = create_app(edge_settings(tmp_path, mock_upstream.base_url))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     )

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import pytest
 
-from deploy.local.stack import LocalStack, Ports
+from deploy.local.stack import LocalStack, free_ports
 from tests.faults.tcp_proxy import TcpProxy
 from tests.mock_upstream.fixture import (  # noqa: F401 (pytest fixtures)
     MockUpstream,
@@ -69,7 +69,6 @@ async def redis_proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
 @pytest.fixture
 def fault_stack(
     pg_url: str,
-    free_port: Callable[[], int],
     mock_upstream: MockUpstream,  # noqa: F811
     tmp_path: Path,
 ) -> StackFactory:
@@ -77,13 +76,7 @@ def fault_stack(
 
     @asynccontextmanager
     async def start(services: tuple[str, ...], **env: str) -> AsyncIterator[LocalStack]:
-        ports = Ports(
-            edge=free_port(),
-            router=free_port(),
-            router_http=free_port(),
-            keys=free_port(),
-            analytics=free_port(),
-        )
+        ports = free_ports()
         base = {
             "SIGNALBOX_DATABASE_URL": pg_url,
             "SIGNALBOX_REDIS_URL": "",

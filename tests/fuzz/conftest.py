@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.local.stack import free_port
 from tests.edge.test_process import edge_env
 from tests.mock_upstream.fixture import (  # noqa: F401 (pytest fixtures)
     MockUpstream,
-    _free_port,
     mock_upstream_server,
 )
 
@@ -28,7 +28,7 @@ def edge_url(
     mock_upstream_server: MockUpstream,  # noqa: F811
 ) -> Iterator[str]:
     tmp: Path = tmp_path_factory.mktemp("fuzz-edge")
-    port = _free_port()
+    port = free_port()
     env = edge_env(
         tmp,
         port,

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from deploy.local.stack import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 
@@ -33,16 +35,10 @@ def write_config(path: Path, servers: dict[str, Any], **extra: Any) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def http_server(transport: str = "streamable-http", *extra_args: str) -> Iterator[str]:
     """The demo server as a real HTTP process; yields its endpoint URL."""
-    port = _free_port()
+    port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mcp_demo_", suffix=".log", delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.mcp_servers.demo_server", "--transport", transport,

@@ -6,7 +6,6 @@ empty script and request log, through the function-scoped `mock_upstream` fixtur
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from deploy.local.stack import free_port
 
 START_TIMEOUT_S = 20.0
 
@@ -58,15 +59,9 @@ def mode_backends(mock: MockUpstream) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def closed_port_url() -> str:
     """A loopback URL nothing listens on: connections are refused (fallback tests)."""
-    return f"http://127.0.0.1:{_free_port()}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def start_mock_upstream(port: int) -> subprocess.Popen[bytes]:
@@ -97,7 +92,7 @@ def start_mock_upstream(port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="session")
 def mock_upstream_server() -> Iterator[MockUpstream]:
-    port = _free_port()
+    port = free_port()
     process = start_mock_upstream(port)
     try:
         yield MockUpstream(f"http://127.0.0.1:{port}")

@@ -11,6 +11,7 @@ import httpx
 import orjson
 import pytest
 
+from deploy.local.stack import free_port
 from services.common import metrics
 from services.common.grpc_client import open_channel
 from services.common.pb import keys_pb2, keys_pb2_grpc
@@ -154,18 +155,10 @@ def test_plan_cache_counter_for_other_features() -> None:
     assert value(after, "signalbox_plan_cache_total", result="hit") == before + 1
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.postgres
 async def test_keys_process_serves_its_own_metrics_port(pg_url: str, tmp_path: Path) -> None:
     """`python -m services.keys` with SIGNALBOX_KEYS_METRICS_BIND: its gRPC calls are counted."""
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "SIGNALBOX_KEYS_BIND": f"127.0.0.1:{grpc_port}",
