@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import field_validator
+import orjson
+from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,3 +80,31 @@ def split_bind(bind: str) -> tuple[str, int]:
 def is_off(addr: str | None) -> bool:
     """`*_ADDR=off` (or empty) disables that dependency."""
     return addr is None or addr.strip().lower() in ("", OFF)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_json_file(
+    path: Path, model: type[Model], error: type[ValueError] = ValueError, *, expected: str = ""
+) -> Model:
+    """A JSON config file validated by `model`. Every failure is `error` with a message naming
+    the file and each bad field, so a reload can refuse it in one readable line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object{expected}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise error(f"{path}: {problems}") from None

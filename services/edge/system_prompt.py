@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.config import load_json_file
 from services.edge.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,7 @@ class SystemPromptConfig(BaseModel):
 
 def load_config(path: Path) -> SystemPromptConfig:
     """Parse the file; raises ValueError with a readable reason."""
-    try:
-        raw = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a JSON object")
-    try:
-        return SystemPromptConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+    return load_json_file(path, SystemPromptConfig)
 
 
 def _is_system(entry: Any) -> bool:

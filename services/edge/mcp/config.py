@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.common.config import load_json_file
 
 Transport = Literal["stdio", "streamable-http", "sse"]
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
@@ -89,21 +90,4 @@ class McpConfig(BaseModel):
 
 def load_config(path: Path) -> McpConfig:
     """Parse and validate the file; every failure is an `McpConfigError`."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise McpConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise McpConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise McpConfigError(f"{path}: expected a JSON object with 'mcpServers'")
-    try:
-        return McpConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise McpConfigError(f"{path}: {problems}") from None
+    return load_json_file(path, McpConfig, McpConfigError, expected=" with 'mcpServers'")
