@@ -9,8 +9,10 @@ Counters other features increment (import the object, call `.labels(...).inc()`)
 - `PLAN_CACHE.labels(result="hit"|"miss").inc()` — a plan cache answered (or missed) a lookup;
   `record_plan_cache(hit)` is the shorthand.
 - `RATE_LIMITED.labels(reason=...).inc()` — a request refused by a limit (`reason` is a fixed
-  code such as `rpm`, `tpm`, `budget`, never a key id).
-- `FEEDBACK_DROPPED.inc()` — a routing feedback item that could not be delivered.
+  code: `rpm`, `tpm`, `budget`, or `unavailable` when the counters are down and the limit fails
+  closed; never a key id).
+- `FEEDBACK_DROPPED.inc()` — a routing feedback item that could not be delivered (pushed out
+  of the full queue, or in a batch the router did not take).
 - `KEY_CACHE.labels(result="hit"|"miss").inc()` — the edge's verified-key cache.
 
 The edge's per-request metrics (requests, attempts, tokens, cost, latency histograms) are

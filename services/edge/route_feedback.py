@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import grpc
 
+from services.common import metrics
 from services.common.pb import router_pb2, router_pb2_grpc
 from services.edge.events import CostTable, RequestRecord, event_cost
 
@@ -127,6 +128,7 @@ class FeedbackSender:
         if len(self._queue) >= self._queue_max:
             self._queue.popleft()
             self._stats.dropped += 1
+            metrics.FEEDBACK_DROPPED.inc()
         self._queue.append(item)
         if len(self._queue) >= self._batch_max:
             self._wake.set()
@@ -151,6 +153,7 @@ class FeedbackSender:
                 ack = await self._send(batch)
             except grpc.aio.AioRpcError as exc:
                 self._stats.failed += count
+                metrics.FEEDBACK_DROPPED.inc(count)
                 log.warning(
                     "route feedback batch lost",
                     extra={"items": count, "code": exc.code().name},

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from services.common.pb import keys_pb2
 from services.edge.limits.windows import budget_window, minute_window
@@ -30,6 +31,11 @@ def limited(keys: RunningKeys, redis_url: str | None, prefix: str, **extra: Any)
         "redis_key_prefix": prefix,
         **extra,
     }
+
+
+def refusals(reason: str) -> float:
+    """`signalbox_rate_limited_total{reason}` of this process (in-process edges share it)."""
+    return REGISTRY.get_sample_value("signalbox_rate_limited_total", {"reason": reason}) or 0.0
 
 
 def frozen(edge: Edge) -> Edge:
@@ -57,10 +63,12 @@ async def test_rpm_is_shared_by_two_edges(
 ) -> None:
     key = await keys_service.generate(rate_limit=keys_pb2.RateLimit(rpm=3))
     settings = limited(keys_service, redis_url, redis_prefix)
+    before = refusals("rpm")
     async with make_edge(**settings) as a, make_edge(**settings) as b:
         frozen(a), frozen(b)
         answers = [await chat(a, key.token), await chat(b, key.token), await chat(a, key.token)]
         refused = await chat(b, key.token)
+    assert refusals("rpm") == before + 1
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert [r.headers["x-ratelimit-remaining-requests"] for r in answers] == ["2", "1", "0"]
     assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
@@ -155,6 +163,7 @@ async def test_redis_down_fails_open_for_rpm_and_closed_for_budgets(
     )
     plain = await keys_service.generate()
     dead = f"redis://127.0.0.1:{free_port()}/0"
+    before = refusals("unavailable")
     async with make_edge(**limited(keys_service, dead, redis_prefix)) as edge:
         open_rpm = [await chat(edge, rpm_key.token) for _ in range(2)]
         closed_budget = await chat(edge, budget_key.token)
@@ -176,6 +185,7 @@ async def test_redis_down_fails_open_for_rpm_and_closed_for_budgets(
         open_budget = await chat(edge, budget_key.token)
     assert_error(closed_rpm, 503, "rate_limiter_unavailable", "service_unavailable_error")
     assert open_budget.status_code == 200
+    assert refusals("unavailable") == before + 2  # the closed budget, then the closed rpm
 
 
 async def test_without_redis_limits_are_per_process_and_status_says_so(

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import REGISTRY
 
 from services.common.grpc_client import open_channel
 from services.common.pb import router_pb2, router_pb2_grpc
@@ -92,12 +93,14 @@ def test_no_feedback_for_local_plans_or_planless_errors() -> None:
 async def test_queue_is_bounded_and_drops_the_oldest() -> None:
     async with open_channel(closed_port_url()[7:-3]) as channel:
         sender = FeedbackSender(channel, FlatPrices(), queue_max=3, batch_max=100)
+        before = REGISTRY.get_sample_value("signalbox_feedback_dropped_total") or 0.0
         for n in range(5):
             sender.submit(router_pb2.RouteFeedback(route_id=f"rte_{n}", success=True))
         assert sender.stats()["queued"] == 3 and sender.dropped == 2
         assert [fb.route_id for fb in sender._queue] == ["rte_2", "rte_3", "rte_4"]
         await sender.flush()  # nothing listens: the batch is lost and counted, no exception
     assert sender.stats() == {"queued": 0, "sent": 0, "accepted": 0, "dropped": 2, "failed": 3}
+    assert REGISTRY.get_sample_value("signalbox_feedback_dropped_total") == before + 5
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from services.common import metrics
 from services.common.pb import keys_pb2, router_pb2
 from services.edge.errors import ApiError
 from services.edge.events import CostTable, RequestRecord, event_cost
@@ -145,6 +146,7 @@ class Limiter:
             return self._counters_down(ask, exc)
         headers = ratelimit_headers(key, verdict, minute)
         if verdict.refused is not None:
+            metrics.RATE_LIMITED.labels(verdict.refused).inc()
             code, message = _REFUSED[verdict.refused]
             window = spend if verdict.refused == "budget" else minute
             raise ApiError(429, code, message, retry_after=window.retry_after, headers=headers)
@@ -171,6 +173,7 @@ class Limiter:
             extra={"error": repr(exc), "fail": "closed" if closed else "open"},
         )
         if closed:
+            metrics.RATE_LIMITED.labels("unavailable").inc()
             raise ApiError(
                 503, "rate_limiter_unavailable", "Rate limiter unavailable", retry_after=1
             )
