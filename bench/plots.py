@@ -66,13 +66,6 @@ def _latency_vs_concurrency(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-def _bars(ax: Axes, labels: Sequence[str], values: Sequence[float], title: str, unit: str) -> None:
-    bars = ax.bar(labels, values, color=[COLORS.get(label, "#999") for label in labels])
-    ax.bar_label(bars, fmt="%.3g")
-    ax.set(title=title, ylabel=unit)
-    ax.grid(True, axis="y", alpha=0.3)
-
-
 def _throughput_and_cost(runs: Sequence[Run]) -> Figure:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     targets = _targets(runs)
