@@ -23,7 +23,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.common.backends import parse_backends
-from services.edge.aiohttp_transport import UpstreamClient
 from services.edge.auth import AuthContext, Authenticator
 from services.edge.codec import Codec, StreamRelay, codec_for, translation_error
 from services.edge.errors import ApiError, invalid_request
@@ -46,6 +45,7 @@ from services.edge.upstream import (
     plan_targets,
     provider_credential,
 )
+from services.edge.upstream_client import UpstreamClient
 from services.edge.upstream_guard import Allowlist, UpstreamGuard
 from services.keys.scopes import MODELS_PREFIX, check_scopes
 

@@ -16,7 +16,6 @@ from services.common.backends import parse_backends
 from services.common.db import Database, connect
 from services.common.grpc_client import open_channel
 from services.common.pricing import PriceTable
-from services.edge.aiohttp_transport import UpstreamClient, UpstreamTimeouts
 from services.edge.analytics_sink import AnalyticsSink
 from services.edge.auth import Authenticator, VerifiedKeyCache
 from services.edge.catalog_view import CatalogView
@@ -32,6 +31,7 @@ from services.edge.routing import Planner
 from services.edge.routing_reload import RoutingReloader
 from services.edge.settings import EdgeSettings
 from services.edge.system_prompt import SystemPrompts
+from services.edge.upstream_client import UpstreamClient, UpstreamTimeouts
 
 log = logging.getLogger(__name__)
 

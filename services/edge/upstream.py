@@ -18,8 +18,8 @@ from typing import Literal
 import httpx
 
 from services.common.pb import router_pb2
-from services.edge.aiohttp_transport import UpstreamClient, UpstreamResponse
 from services.edge.errors import ApiError
+from services.edge.upstream_client import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
