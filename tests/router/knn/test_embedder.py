@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.router.knn_scorer.embedder import EmbedderError, OnnxEmbedder, mean_pool_normalize
+from services.router.knn_scorer.embedder import (
+    MODEL_FILE,
+    EmbedderError,
+    OnnxEmbedder,
+    mean_pool_normalize,
+)
 from services.router.knn_scorer.training_data import TrainingSet
 
 AGREEMENT_PROMPTS = 120
-MIN_COSINE = 0.98  # per-channel int8 weights; measured 0.985 min, 0.992 mean
+MIN_COSINE = 0.985  # per-channel int8 weights; measured 0.9898 min, 0.9939 mean (ORT 1.32)
 
 
 def test_onnx_agrees_with_sentence_transformers(
@@ -36,6 +41,15 @@ def test_onnx_agrees_with_sentence_transformers(
     onnx_top = np.argsort(-(onnx @ onnx.T), axis=1)[:, 1:11]
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_top, onnx_top, strict=True)])
     assert overlap >= 0.8
+
+
+def test_export_leaves_out_the_slow_cpu_fusions(model_dir: Path) -> None:
+    """SkipLayerNormalization / BiasGelu cost ~20 % more CPU per query than the ops they fuse."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(model_dir / MODEL_FILE)).graph.node}
+    assert {"QAttention", "QEmbedLayerNormalization", "MatMulInteger", "Gelu"} <= ops
+    assert not ops & {"SkipLayerNormalization", "BiasGelu"}, "stale export: re-run export-model"
 
 
 def test_index_vectors_are_exactly_the_serving_vectors(
