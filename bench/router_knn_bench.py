@@ -3,7 +3,7 @@ exact vs approximate recall@10, and PlanBatch(64) vs 64 single Plan calls over g
 
 - Embedding is the real int8 ONNX MiniLM on one thread; queries are real prompts from the
   reference training file, run through the router's `KnnPolicy` (filtering, costing, scoring,
-  explain_detail). Two query sets: the prompts as they are (MMLU/GSM8K questions, ~110 tokens)
+  explain_detail). Two query sets: the prompts as they are (MMLU/GSM8K questions, ~95 tokens)
   and their first 120 characters (a chat-sized message).
 - Index sizes beyond the data are synthetic but clustered like it: each vector is a real MiniLM
   vector plus Gaussian noise, renormalised, inheriting that example's scores. 10k is exact
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -220,6 +221,20 @@ def real_recall(cache: CachingEmbedder, full: TrainingSet) -> dict[str, Any] | N
     return figures
 
 
+def machine() -> dict[str, Any]:
+    """CPU model, whether it has AVX-512 VNNI (int8 GEMM kernels) and the load average: the
+    figures move with both, so they travel with the results."""
+    cpuinfo = Path("/proc/cpuinfo")
+    info = cpuinfo.read_text() if cpuinfo.exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    return {
+        "cpu": model.group(1) if model else "",
+        "cpus": os.cpu_count(),
+        "avx512_vnni": "avx512_vnni" in info,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 async def main() -> int:
     faiss.omp_set_num_threads(1)
     embedder = OnnxEmbedder(MODEL_DIR, threads=1)
@@ -245,6 +260,7 @@ async def main() -> int:
     tokens = [len(embedder.tokenizer.encode(t).ids) for t in texts]
     short_tokens = [len(embedder.tokenizer.encode(t).ids) for t in short_texts]
     results: dict[str, Any] = {
+        "machine_at_start": machine(),
         "threads": 1,
         "queries": QUERIES,
         "query_tokens_mean": {
@@ -292,6 +308,7 @@ async def main() -> int:
     results["real_vectors"] = real_recall(cache, full)
     print("real vectors", orjson.dumps(results["real_vectors"]).decode(), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results["load_average_at_end"] = machine()["load_average"]
     RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(f"wrote {RESULTS}")
     return 0
