@@ -20,6 +20,7 @@ from services.router.knn_scorer.index import (
     IndexLoadError,
     IndexManifest,
 )
+from services.router.knn_scorer.lexical import LEXICAL_FILE, LexicalModel, out_of_fold
 from services.router.knn_scorer.online import ONLINE_LOG, OnlineExamples, RouteMemory
 from services.router.knn_scorer.scorer import LearnedKnnScorer, ScoringMethod
 from services.router.knn_scorer.training_data import (
@@ -72,9 +73,11 @@ def build_from_set(
 
 
 def fit_calibration(index: ExampleIndex, vectors: np.ndarray, prompts: list[str]) -> Calibration:
-    """Fit on leave-one-out neighbours, so each example is scored as an unseen query would be."""
+    """Fit on leave-one-out neighbours and out-of-fold lexical predictions, so each example
+    is scored as an unseen query would be."""
     scores = index.scores
     fallback = np.nan_to_num(np.nanmean(scores, axis=0))
+    lexical = out_of_fold(prompts, scores, index.models)
     sims, rows = index.search(vectors, min(MAX_RADIUS + 1, len(index)))
     features = []
     for i in range(len(vectors)):
@@ -84,9 +87,12 @@ def fit_calibration(index: ExampleIndex, vectors: np.ndarray, prompts: list[str]
         mine = rows[i][others]
         valid = mine >= 0
         features.append(
-            neighbour_features(sims[i][others][valid], scores[mine[valid]], prompts[i], fallback)
+            neighbour_features(
+                sims[i][others][valid], scores[mine[valid]], prompts[i], fallback, lexical[i]
+            )
         )
-    return Calibration.fit(np.asarray(features), scores, index.models)
+    model = LexicalModel.fit(prompts, scores, index.models)
+    return Calibration.fit(np.asarray(features), scores, index.models, model)
 
 
 def embed_texts(
@@ -128,6 +134,8 @@ def build_index(
         carried[ONLINE_LOG] = (out / ONLINE_LOG).read_bytes()
     if calibration is not None:
         carried[CALIBRATION_FILE] = orjson.dumps(calibration.to_json())
+        if calibration.lexical is not None:
+            carried[LEXICAL_FILE] = calibration.lexical.to_bytes()
     index.save(out, carried)
     log.info(
         "knn index built",
@@ -153,6 +161,20 @@ def index_is_current(index_dir: Path, train_path: Path, embedder: Embedder) -> b
     )
 
 
+def load_calibration(index_dir: Path) -> Calibration | None:
+    """The index dir's calibration (and lexical model), if it was built with one."""
+    if not (index_dir / CALIBRATION_FILE).is_file():
+        return None
+    try:
+        lexical = None
+        if (index_dir / LEXICAL_FILE).is_file():
+            lexical = LexicalModel.from_bytes((index_dir / LEXICAL_FILE).read_bytes())
+        doc = orjson.loads((index_dir / CALIBRATION_FILE).read_bytes())
+        return Calibration.from_json(doc, lexical)
+    except (OSError, KeyError, ValueError, orjson.JSONDecodeError) as exc:
+        raise IndexLoadError(f"{index_dir}: unreadable calibration: {exc}") from exc
+
+
 def load_scorer(
     index_dir: Path,
     embedder: Embedder,
@@ -172,11 +194,7 @@ def load_scorer(
             f"not {embedder.name} ({embedder.dim}-d)"
         )
     method = method or ScoringMethod.from_dict(manifest.extra.get("method", {}))
-    calibration = None
-    if (index_dir / CALIBRATION_FILE).is_file():
-        calibration = Calibration.from_json(
-            orjson.loads((index_dir / CALIBRATION_FILE).read_bytes())
-        )
+    calibration = load_calibration(index_dir)
     online = None
     if learn:
         online = OnlineExamples(

@@ -4,8 +4,9 @@ Plain §6 predicts a model's quality as the similarity-weighted mean of 10 neigh
 noisy (10 binary labels) and blind to how hard the prompt itself looks. Here the same
 neighbour means at three radii (k = 10, 30, 100, for every model), how close the neighbours
 are, and two properties of the prompt text (length, share of digits) feed one logistic
-regression per model, fitted on leave-one-out neighbours of the training set. Every term is
-a named number, so `explain_detail` can list what pushed a prediction up or down.
+regression per model, fitted on leave-one-out neighbours of the training set. With a lexical
+model (lexical.py), its out-of-fold prediction for every model is a feature too (`lex:<model>`).
+Every term is a named number, so `explain_detail` can list what pushed a prediction up or down.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from services.router.knn_scorer.lexical import LexicalModel
+
 RADII = (10, 30, 100)
 MAX_RADIUS = max(RADII)
 L2 = 1.0
@@ -24,8 +27,12 @@ _DIGIT = re.compile(r"\d")
 _MATH_DIGIT_SHARE = 0.02
 
 
-def feature_names(models: Sequence[str]) -> list[str]:
+LEXICAL_PREFIX = "lex:"
+
+
+def feature_names(models: Sequence[str], lexical: bool = False) -> list[str]:
     names = [f"knn{k}:{m}" for k in RADII for m in models]
+    lex = [f"{LEXICAL_PREFIX}{m}" for m in models] if lexical else []
     return [
         *names,
         "sim_top1",
@@ -36,13 +43,19 @@ def feature_names(models: Sequence[str]) -> list[str]:
         "log_chars^2",
         "numeric",
         "numeric*log_chars",
+        *lex,
     ]
 
 
 def neighbour_features(
-    similarities: np.ndarray, scores: np.ndarray, text: str, fallback: np.ndarray
+    similarities: np.ndarray,
+    scores: np.ndarray,
+    text: str,
+    fallback: np.ndarray,
+    lexical: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One query's features; a model no neighbour scores takes `fallback` (its global mean)."""
+    """One query's features; a model no neighbour scores takes `fallback` (its global mean);
+    `lexical` is the lexical model's prediction per model, when the calibration uses one."""
     parts: list[float] = []
     for k in RADII:
         sims, block = similarities[:k], scores[:k]
@@ -65,6 +78,8 @@ def neighbour_features(
         numeric,
         numeric * log_chars,
     ]
+    if lexical is not None:
+        parts.extend(lexical)
     return np.asarray(parts, dtype=np.float64)
 
 
@@ -99,8 +114,21 @@ class Calibration:
     intercept: np.ndarray  # (M,)
     fallback: np.ndarray  # (M,) global mean quality per model
 
+    lexical: LexicalModel | None = None  # persisted beside the JSON (lexical.py)
+
+    def features(self, similarities: np.ndarray, scores: np.ndarray, text: str) -> np.ndarray:
+        """A query's features, the lexical model's predictions included when fitted with them."""
+        lexical = None if self.lexical is None else self.lexical.predict([text])[0]
+        return neighbour_features(similarities, scores, text, self.fallback, lexical)
+
     @classmethod
-    def fit(cls, features: np.ndarray, scores: np.ndarray, models: Sequence[str]) -> Calibration:
+    def fit(
+        cls,
+        features: np.ndarray,
+        scores: np.ndarray,
+        models: Sequence[str],
+        lexical: LexicalModel | None = None,
+    ) -> Calibration:
         """One logistic model per column of `scores` (rows with NaN for that model skipped)."""
         mean, std = features.mean(axis=0), features.std(axis=0)
         std = np.where(std > 1e-9, std, 1.0)
@@ -117,7 +145,10 @@ class Calibration:
                 for j in range(len(models))
             ]
         )
-        return cls(list(models), feature_names(models), mean, std, coef, intercept, fallback)
+        names = feature_names(models, lexical is not None)
+        if len(names) != features.shape[1]:
+            raise ValueError(f"{features.shape[1]} feature columns for {len(names)} names")
+        return cls(list(models), names, mean, std, coef, intercept, fallback, lexical)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Calibrated quality per model, in [0,1]."""
@@ -143,9 +174,16 @@ class Calibration:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, object]) -> Calibration:
+    def from_json(cls, doc: dict[str, object], lexical: LexicalModel | None = None) -> Calibration:
+        """`lexical` must be given exactly when the calibration was fitted with one."""
         arrays = {
             k: np.asarray(doc[k], dtype=np.float64)
             for k in ("mean", "std", "coef", "intercept", "fallback")
         }
-        return cls(list(doc["models"]), list(doc["names"]), **arrays)  # type: ignore[arg-type]
+        models, names = list(doc["models"]), list(doc["names"])  # type: ignore[call-overload]
+        wants = any(name.startswith(LEXICAL_PREFIX) for name in names)
+        if wants != (lexical is not None):
+            raise ValueError("calibration and lexical model do not belong together")
+        if lexical is not None and lexical.models != models:
+            raise ValueError(f"lexical model scores {lexical.models}, calibration {models}")
+        return cls(models, names, lexical=lexical, **arrays)

@@ -20,6 +20,7 @@ from services.router.knn_scorer.evaluation import (
     baselines,
     curve_rows,
     evaluate_router,
+    with_bootstrap,
 )
 from services.router.knn_scorer.scorer import SPEC_METHOD, LearnedKnnScorer, ScoringMethod
 from services.router.knn_scorer.training_data import TrainingSet
@@ -104,7 +105,8 @@ def compare(
     reports = baselines(test.strong, test.weak, **costs)
     for name, method in [*methods, *extra_methods]:
         pref = preferences(scorer, test.vectors, test.data.prompts, catalog, strong, weak, method)
-        reports.append(evaluate_router(name, pref, test.strong, test.weak, **costs))
+        report = evaluate_router(name, pref, test.strong, test.weak, **costs)
+        reports.append(with_bootstrap(report, pref, test.strong, test.weak))
     return reports
 
 
@@ -112,10 +114,13 @@ def format_reports(reports: Sequence[RoutingReport], curve_of: str = "knn-learne
     lines = [
         f"strong acc {reports[0].acc_strong:.4f}, weak acc {reports[0].acc_weak:.4f}",
         "",
-        f"{'router':28s} {'APGR':>7s} {'CPT(50%)':>9s} {'CPT(80%)':>9s}",
+        f"{'router':28s} {'APGR':>7s} {'CPT(50%)':>9s} {'CPT(80%)':>9s}  sd (bootstrap)",
     ]
     for r in reports:
-        lines.append(f"{r.name:28s} {r.apgr:7.4f} {r.cpt50:9.4f} {r.cpt80:9.4f}")
+        line = f"{r.name:28s} {r.apgr:7.4f} {r.cpt50:9.4f} {r.cpt80:9.4f}"
+        if r.apgr_sd is not None and r.cpt80_sd is not None:
+            line += f"  ±{r.apgr_sd:.4f}, ±{r.cpt80_sd:.4f}"
+        lines.append(line)
     chosen = next((r for r in reports if r.name == curve_of), reports[-1])
     lines += [
         "",

@@ -21,7 +21,7 @@ from services.common import metrics
 from services.common.pb import router_pb2
 from services.router.config_models import KnnAlias
 from services.router.knn import Candidate, KnnDecision, KnnQuery
-from services.router.knn_scorer.calibration import MAX_RADIUS, Calibration, neighbour_features
+from services.router.knn_scorer.calibration import MAX_RADIUS, Calibration
 from services.router.knn_scorer.embedder import Embedder
 from services.router.knn_scorer.index import ExampleIndex
 from services.router.knn_scorer.online import (
@@ -239,9 +239,7 @@ class LearnedKnnScorer:
         quality, explained = None, None
         if self.method.kind == "calibrated" and self.calibration is not None:
             calibration = self.calibration
-            features = neighbour_features(
-                neighbours.similarities, neighbours.scores, text, calibration.fallback
-            )
+            features = calibration.features(neighbours.similarities, neighbours.scores, text)
             predicted = calibration.predict(features)
             quality = np.array([predicted[c] if c is not None else np.nan for c in cols])
             explained = {

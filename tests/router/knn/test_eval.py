@@ -72,7 +72,7 @@ def test_cli_build_index_then_eval_on_real_prompts(
     assert (
         manifest.extra["subset"] == "filtered" and manifest.extra["method"]["kind"] == "calibrated"
     )
-    assert (out / "calibration.json").is_file()
+    assert (out / "calibration.json").is_file() and (out / "lexical.npz").is_file()
 
     report = tmp_path / "eval.json"
     evaluate = parser.parse_args(
@@ -86,4 +86,5 @@ def test_cli_build_index_then_eval_on_real_prompts(
     rows = {r["router"]: r for r in orjson.loads(report.read_bytes())}
     assert rows["random"]["apgr"] == 0.5 and rows["random"]["cpt80"] == 0.8
     assert len(rows["knn-learned"]["curve"]) == 11
+    assert rows["random"]["apgr_sd"] is None and 0 < rows["knn-learned"]["apgr_sd"] < 0.5
     assert not (out / "online.jsonl").exists()  # eval never writes online examples

@@ -142,6 +142,7 @@ async def test_calibrated_method_on_real_prompts(
         real_subset, cached_embedder, CALIBRATED_METHOD, vectors=vectors
     )
     assert calibration is not None and calibration.names[0].startswith("knn10:")
+    assert calibration.lexical is not None and calibration.names[-1] == f"lex:{MIXTRAL}"
     scorer = LearnedKnnScorer(
         cached_embedder, index, method=CALIBRATED_METHOD, calibration=calibration
     )
