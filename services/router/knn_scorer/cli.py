@@ -52,7 +52,14 @@ def register(subparsers: Any) -> None:
         "eval", help="APGR / CPT of the index's router on labelled JSONL (RouteLLM metrics)"
     )
     evaluate.add_argument("test", type=Path, help="labelled JSONL (config-files §3)")
-    evaluate.add_argument("--index", type=Path, required=True, help="index dir")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--index", type=Path, help="index dir")
+    source.add_argument(
+        "--folds",
+        type=int,
+        metavar="N",
+        help="no index: N-fold cross-validation over the file (an index per fold, in memory)",
+    )
     evaluate.add_argument("--models", type=Path, required=True, help="catalog models.json")
     _model_dir_arg(evaluate)
     evaluate.add_argument(
@@ -139,13 +146,21 @@ def _eval(args: argparse.Namespace) -> int:
     from services.router.catalog import parse_catalog
     from services.router.knn_scorer.artifacts import embed_texts, load_scorer
     from services.router.knn_scorer.evaluation import report_json
-    from services.router.knn_scorer.routing_eval import compare, eval_set, format_reports
+    from services.router.knn_scorer.routing_eval import (
+        compare,
+        cross_validate,
+        eval_set,
+        format_reports,
+    )
     from services.router.knn_scorer.training_data import held_out, load_training_set
 
+    if args.folds is not None and (args.folds < 2 or args.held_out):
+        print("signalbox-router eval: --folds needs N >= 2 and no --held-out", file=sys.stderr)
+        return 2
     catalog = parse_catalog(args.models.read_bytes())
     embedder = _embedder(args)
-    scorer = load_scorer(args.index, embedder, learn=False)
-    indexed = set(scorer.index.ids)
+    scorer = None if args.index is None else load_scorer(args.index, embedder, learn=False)
+    indexed = set() if scorer is None else set(scorer.index.ids)
     data = load_training_set(
         args.test,
         catalog.entries,
@@ -156,9 +171,15 @@ def _eval(args: argparse.Namespace) -> int:
         return 1
     with _progress(len(data), "embedding") as bar:
         vectors = embed_texts(embedder, data.prompts, bar.update)
-    test = eval_set(data, vectors, catalog, args.strong, args.weak)
-    reports = compare(scorer, test, catalog, args.strong, args.weak)
-    print(f"{len(test.data)} test examples, {len(scorer.index)} indexed")
+    if scorer is None:
+        reports = cross_validate(
+            data, vectors, embedder, catalog, args.strong, args.weak, args.folds
+        )
+        print(f"{len(data)} examples, {args.folds}-fold cross-validation")
+    else:
+        test = eval_set(data, vectors, catalog, args.strong, args.weak)
+        reports = compare(scorer, test, catalog, args.strong, args.weak)
+        print(f"{len(test.data)} test examples, {len(scorer.index)} indexed")
     print(format_reports(reports))
     if args.json:
         args.json.write_bytes(

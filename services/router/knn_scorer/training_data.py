@@ -143,10 +143,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _bucket(example_id: str) -> int:
+    """A 64-bit hash of the id: splits are stable across runs and machines."""
+    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
+
+
 def held_out(example_id: str, test_share: float = 0.2) -> bool:
-    """Deterministic 80/20 split by a hash of the id, stable across runs and machines."""
-    bucket = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
-    return bucket / 2**64 < test_share
+    """Deterministic 80/20 split by a hash of the id."""
+    return _bucket(example_id) / 2**64 < test_share
+
+
+def fold_of(example_id: str, folds: int) -> int:
+    """Deterministic cross-validation fold of an id, in `range(folds)`."""
+    return _bucket(example_id) % folds
 
 
 def split(data: TrainingSet, test_share: float = 0.2) -> tuple[TrainingSet, TrainingSet]:

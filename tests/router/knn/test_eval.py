@@ -88,3 +88,26 @@ def test_cli_build_index_then_eval_on_real_prompts(
     assert len(rows["knn-learned"]["curve"]) == 11
     assert rows["random"]["apgr_sd"] is None and 0 < rows["knn-learned"]["apgr_sd"] < 0.5
     assert not (out / "online.jsonl").exists()  # eval never writes online examples
+
+
+def test_cli_cross_validation_scores_every_prompt_out_of_fold(
+    tmp_path: Path, subset_file: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"".join(subset_file.read_bytes().splitlines(keepends=True)[:150]))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    common = ["--models", str(REFERENCE_CATALOG), "--model-dir", str(model_dir)]
+    report = tmp_path / "cv.json"
+    evaluate = parser.parse_args(
+        ["eval", str(small), "--folds", "3", "--json", str(report), *common]
+    )
+    assert evaluate.run(evaluate) == 0
+    assert "150 examples, 3-fold cross-validation" in capsys.readouterr().out
+    rows = {r["router"]: r for r in orjson.loads(report.read_bytes())}
+    assert set(rows) == {"random", "oracle", "knn-spec (§6, k=10)", "knn-learned"}
+    assert rows["knn-learned"]["apgr_sd"] > 0
+    assert not list(tmp_path.glob("*/manifest.json"))  # nothing written but the report
+
+    both = parser.parse_args(["eval", str(small), "--folds", "1", *common])
+    assert both.run(both) == 2
