@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +56,31 @@ def test_held_out_split_is_deterministic_and_about_a_fifth(real_subset: Training
     assert held_out("q_3e93c0d580b8") == held_out("q_3e93c0d580b8")
 
 
-def test_cli_build_index_then_eval_on_real_prompts(
-    tmp_path: Path, subset_file: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@dataclass(frozen=True)
+class Cli:
+    parser: argparse.ArgumentParser
+    small: Path  # the first 150 prompts of the real subset
+    common: list[str]  # --models, --model-dir
+
+    def run(self, *args: str) -> int:
+        parsed = self.parser.parse_args([*args, *self.common])
+        return parsed.run(parsed)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, subset_file: Path, model_dir: Path) -> Cli:
     small = tmp_path / "small.jsonl"
     small.write_bytes(b"".join(subset_file.read_bytes().splitlines(keepends=True)[:150]))
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    common = ["--models", str(REFERENCE_CATALOG), "--model-dir", str(model_dir)]
+    return Cli(parser, small, ["--models", str(REFERENCE_CATALOG), "--model-dir", str(model_dir)])
+
+
+def test_cli_build_index_then_eval_on_real_prompts(
+    tmp_path: Path, cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "idx"
-    build = parser.parse_args(
-        ["build-index", str(small), "--out", str(out), "--exclude-held-out", *common]
-    )
-    assert build.run(build) == 0
+    assert cli.run("build-index", str(cli.small), "--out", str(out), "--exclude-held-out") == 0
     manifest = IndexManifest.read(out)
     assert (
         manifest.extra["subset"] == "filtered" and manifest.extra["method"]["kind"] == "calibrated"
@@ -75,10 +88,8 @@ def test_cli_build_index_then_eval_on_real_prompts(
     assert (out / "calibration.json").is_file() and (out / "lexical.npz").is_file()
 
     report = tmp_path / "eval.json"
-    evaluate = parser.parse_args(
-        ["eval", str(small), "--index", str(out), "--held-out", "--json", str(report), *common]
-    )
-    assert evaluate.run(evaluate) == 0
+    args = ("--index", str(out), "--held-out", "--json", str(report))
+    assert cli.run("eval", str(cli.small), *args) == 0
     printed = capsys.readouterr().out
     assert f"{150 - manifest.count} test examples, {manifest.count} indexed" in printed
     for name in ("random", "oracle", "knn-spec", "knn-learned", "quality/cost curve"):
@@ -91,23 +102,14 @@ def test_cli_build_index_then_eval_on_real_prompts(
 
 
 def test_cli_cross_validation_scores_every_prompt_out_of_fold(
-    tmp_path: Path, subset_file: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli: Cli, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    small = tmp_path / "small.jsonl"
-    small.write_bytes(b"".join(subset_file.read_bytes().splitlines(keepends=True)[:150]))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    common = ["--models", str(REFERENCE_CATALOG), "--model-dir", str(model_dir)]
     report = tmp_path / "cv.json"
-    evaluate = parser.parse_args(
-        ["eval", str(small), "--folds", "3", "--json", str(report), *common]
-    )
-    assert evaluate.run(evaluate) == 0
+    assert cli.run("eval", str(cli.small), "--folds", "3", "--json", str(report)) == 0
     assert "150 examples, 3-fold cross-validation" in capsys.readouterr().out
     rows = {r["router"]: r for r in orjson.loads(report.read_bytes())}
     assert set(rows) == {"random", "oracle", "knn-spec (§6, k=10)", "knn-learned"}
     assert rows["knn-learned"]["apgr_sd"] > 0
     assert not list(tmp_path.glob("*/manifest.json"))  # nothing written but the report
 
-    both = parser.parse_args(["eval", str(small), "--folds", "1", *common])
-    assert both.run(both) == 2
+    assert cli.run("eval", str(cli.small), "--folds", "1") == 2
