@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
         "export-model", help="export MiniLM as an int8 ONNX model dir (needs the export extra)"
     )
     export.add_argument("--out", type=Path, required=True, help="model dir to write")
+    export.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="embed a prompt's first N tokens (default 64; the model reads at most 256)",
+    )
     export.set_defaults(run=_export_model)
 
     build = subparsers.add_parser("build-index", help="embed training JSONL into an index dir")
@@ -99,10 +105,13 @@ def _embedder(args: argparse.Namespace) -> Any:
 
 
 def _export_model(args: argparse.Namespace) -> int:
-    from services.router.knn_scorer.export import export_model
+    from services.router.knn_scorer.export import DEFAULT_MAX_TOKENS, export_model
 
-    info = export_model(args.out)
-    print(f"exported {info.embedding_model} ({info.dim}-d, {info.quantization}) to {args.out}")
+    info = export_model(args.out, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS)
+    print(
+        f"exported {info.embedding_model} ({info.dim}-d, first {info.max_seq_length} tokens, "
+        f"{info.quantization}) to {args.out}"
+    )
     return 0
 
 

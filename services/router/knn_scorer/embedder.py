@@ -64,6 +64,12 @@ class EmbedderInfo:
         except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise EmbedderError(f"{path}: not an exported model dir ({exc})") from exc
 
+    @property
+    def vector_space(self) -> str:
+        """What index vectors must match: the model and how much of a prompt it reads (an
+        index embedded from 256 tokens is not searched with 64-token queries)."""
+        return f"{self.embedding_model}@{self.max_seq_length}"
+
     def write(self, model_dir: Path) -> None:
         (model_dir / MODEL_MANIFEST).write_bytes(
             orjson.dumps(self.__dict__, option=orjson.OPT_INDENT_2)
@@ -110,7 +116,7 @@ class OnnxEmbedder:
 
     @property
     def name(self) -> str:
-        return self.info.embedding_model
+        return self.info.vector_space
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """`(len(texts), dim)` float32, unit rows."""

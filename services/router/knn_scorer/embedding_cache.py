@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from services.router.knn_scorer.embedder import MODEL_FILE, OnnxEmbedder
+from services.router.knn_scorer.embedder import MODEL_FILE, MODEL_MANIFEST, OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,12 @@ def text_key(text: str) -> str:
 
 
 def model_fingerprint(model_dir: Path) -> str:
+    """The model file and its `embedder.json` (the token limit changes the vectors too)."""
     digest = hashlib.sha256()
     with (model_dir / MODEL_FILE).open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    digest.update((model_dir / MODEL_MANIFEST).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -31,6 +31,10 @@ from services.router.knn_scorer.embedder import (
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ONNX_OPSET = 17
+# A prompt's first 64 tokens route it as well as its first 256 (5-fold CV on the training 80 %:
+# APGR 0.6898 / 0.6909 / 0.6900 at 64 / 128 / 256 tokens) at a fraction of the cost: the
+# embedding grows with length (5.5 ms CPU at 29 tokens, 9.7 at 64, 41.5 at 256 on the bench box).
+DEFAULT_MAX_TOKENS = 64
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -112,8 +116,11 @@ def _embedding_dim(st_model: Any) -> int:
     return int(getter() if getter else st_model.get_sentence_embedding_dimension())
 
 
-def export_model(out: Path, model_path: Path | None = None) -> EmbedderInfo:
-    """Write `model_int8.onnx`, `tokenizer.json` and `embedder.json` into `out` (atomically)."""
+def export_model(
+    out: Path, model_path: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS
+) -> EmbedderInfo:
+    """Write `model_int8.onnx`, `tokenizer.json` and `embedder.json` into `out` (atomically);
+    prompts are embedded from their first `max_tokens` tokens (at most the model's own limit)."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -140,7 +147,7 @@ def export_model(out: Path, model_path: Path | None = None) -> EmbedderInfo:
         info = EmbedderInfo(
             embedding_model=EMBEDDING_MODEL,
             dim=_embedding_dim(st_model),
-            max_seq_length=st_model.max_seq_length,
+            max_seq_length=max(1, min(max_tokens, st_model.max_seq_length)),
             quantization="bert-fused-attention-gelu-dynamic-int8-per-channel",
         )
         info.write(work)

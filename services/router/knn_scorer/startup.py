@@ -55,9 +55,9 @@ def open_scorer(
     started = time.perf_counter()
     try:
         embedder = OnnxEmbedder(model_dir(settings), threads=1)
-        if embedder.name != settings.embedding_model:
+        if embedder.info.embedding_model != settings.embedding_model:
             raise EmbedderError(
-                f"exported model is {embedder.name}, SIGNALBOX_EMBEDDING_MODEL is "
+                f"exported model is {embedder.info.embedding_model}, SIGNALBOX_EMBEDDING_MODEL is "
                 f"{settings.embedding_model}"
             )
         models = None

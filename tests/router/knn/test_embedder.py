@@ -28,7 +28,9 @@ def test_onnx_agrees_with_sentence_transformers(
     from services.router.knn_scorer.export import reference_model
 
     prompts = real_subset.prompts[:AGREEMENT_PROMPTS]
-    reference = reference_model().encode(prompts, normalize_embeddings=True, batch_size=32)
+    model = reference_model()
+    model.max_seq_length = embedder.info.max_seq_length  # both read the same prefix
+    reference = model.encode(prompts, normalize_embeddings=True, batch_size=32)
     cosines = np.sum(reference * real_vectors[:AGREEMENT_PROMPTS], axis=1)
     print(
         f"ONNX int8 vs sentence-transformers: min cosine {cosines.min():.4f}, "
@@ -41,6 +43,18 @@ def test_onnx_agrees_with_sentence_transformers(
     onnx_top = np.argsort(-(onnx @ onnx.T), axis=1)[:, 1:11]
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref_top, onnx_top, strict=True)])
     assert overlap >= 0.8
+
+
+def test_a_prompt_is_embedded_from_its_first_max_tokens(embedder: OnnxEmbedder) -> None:
+    from services.router.knn_scorer.export import DEFAULT_MAX_TOKENS
+
+    assert embedder.info.max_seq_length == DEFAULT_MAX_TOKENS, "stale export: re-run export-model"
+    assert embedder.name == f"sentence-transformers/all-MiniLM-L6-v2@{DEFAULT_MAX_TOKENS}"
+    head = " ".join(f"word{i}" for i in range(200))
+    long, longer = embedder.embed([head, head + " and then a different ending entirely"])
+    assert np.allclose(long, longer)
+    short, shorter = embedder.embed(["a short prompt", "a short prompt, changed"])
+    assert not np.allclose(short, shorter)
 
 
 def test_export_leaves_out_the_slow_cpu_fusions(model_dir: Path) -> None:
@@ -87,3 +101,20 @@ def test_serving_path_never_imports_torch(model_dir: Path) -> None:
 def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbedderError, match="not an exported model dir"):
         OnnxEmbedder(tmp_path)
+
+
+def test_cached_vectors_are_keyed_by_the_token_limit_too(model_dir: Path, tmp_path: Path) -> None:
+    """Re-exporting with another --max-tokens keeps the ONNX file but changes every vector."""
+    import shutil
+
+    from services.router.knn_scorer.embedder import EmbedderInfo
+    from services.router.knn_scorer.embedding_cache import model_fingerprint
+
+    other = tmp_path / "model"
+    shutil.copytree(model_dir, other)
+    info = EmbedderInfo.read(other)
+    EmbedderInfo(info.embedding_model, info.dim, info.max_seq_length * 2, info.quantization).write(
+        other
+    )
+    assert model_fingerprint(other) != model_fingerprint(model_dir)
+    assert OnnxEmbedder(other).name != OnnxEmbedder(model_dir).name
