@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     export.add_argument("--out", type=Path, required=True, help="model dir to write")
     export.add_argument(
         "--max-tokens",
-        type=int,
+        type=_positive_int,
         default=None,
         help="embed a prompt's first N tokens (default 64; the model reads at most 256)",
     )
@@ -77,6 +77,13 @@ def register(subparsers: Any) -> None:
     evaluate.set_defaults(run=_eval)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
@@ -107,7 +114,8 @@ def _embedder(args: argparse.Namespace) -> Any:
 def _export_model(args: argparse.Namespace) -> int:
     from services.router.knn_scorer.export import DEFAULT_MAX_TOKENS, export_model
 
-    info = export_model(args.out, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS)
+    tokens = DEFAULT_MAX_TOKENS if args.max_tokens is None else args.max_tokens
+    info = export_model(args.out, max_tokens=tokens)
     print(
         f"exported {info.embedding_model} ({info.dim}-d, first {info.max_seq_length} tokens, "
         f"{info.quantization}) to {args.out}"

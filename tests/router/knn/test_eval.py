@@ -113,3 +113,9 @@ def test_cli_cross_validation_scores_every_prompt_out_of_fold(
     assert not list(tmp_path.glob("*/manifest.json"))  # nothing written but the report
 
     assert cli.run("eval", str(cli.small), "--folds", "1") == 2
+
+
+def test_export_model_refuses_a_token_limit_below_one(cli: Cli) -> None:
+    with pytest.raises(SystemExit):
+        cli.parser.parse_args(["export-model", "--out", "x", "--max-tokens", "0"])
+    assert cli.parser.parse_args(["export-model", "--out", "x"]).max_tokens is None
