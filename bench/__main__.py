@@ -10,6 +10,7 @@ summary and makes the exit status 1; the others' figures are kept.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -95,26 +96,38 @@ def _generic_section(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summarise(runs: dict[str, str] | None = None) -> str:
-    """Markdown: this invocation's outcomes, then every result file in bench/results/."""
-    runs = runs or {}
+def _earlier(summary: str) -> tuple[dict[str, str], dict[str, str]]:
+    """An earlier SUMMARY.md's outcome rows and sections, by benchmark name."""
+    head, *blocks = re.split(r"(?m)^(?=## )", summary)
+    outcomes = dict(re.findall(r"(?m)^\| (\w+) \| (.+) \|$", head))
+    outcomes.pop("benchmark", None)
+    sections = {block.split(maxsplit=2)[1]: block.rstrip("\n") + "\n" for block in blocks}
+    return outcomes, sections
+
+
+def summarise(runs: dict[str, str] | None = None, earlier: str = "") -> str:
+    """Markdown: outcomes, then every result file in bench/results/. Results not on this
+    machine (the JSON files are not committed) keep their outcome and section from `earlier`,
+    so running a subset never drops the figures of the others."""
+    kept_outcomes, sections = _earlier(earlier)
+    runs = {**{k: v for k, v in kept_outcomes.items() if k not in (runs or {})}, **(runs or {})}
     lines = [f"# Benchmark summary ({datetime.now(UTC).isoformat(timespec='seconds')})", ""]
     failed = {name: how for name, how in runs.items() if not how.startswith("ok")}
     if failed:
         lines += [f"**FAILED: {name}** ({how})" for name, how in failed.items()] + [""]
     if runs:
         lines += ["| benchmark | outcome |", "|---|---|"]
-        lines += [f"| {name} | {how} |" for name, how in runs.items()] + [""]
+        lines += [f"| {name} | {runs[name]} |" for name in sorted(runs)] + [""]
     for path in sorted(RESULTS.glob("*.json")):
         result = orjson.loads(path.read_bytes())
         if not isinstance(result, dict):
             continue
         meta = result.get("meta")
         when = meta.get("when") if isinstance(meta, dict) else None
-        lines += [f"## {path.stem}" + (f" ({when})" if when else ""), ""]
         section = _gateway_section(result) if path.stem == GATEWAY else _generic_section(result)
-        lines += [*section, ""]
-    return "\n".join(lines)
+        title = f"## {path.stem}" + (f" ({when})" if when else "")
+        sections[path.stem] = "\n".join([title, "", *section, ""])
+    return "\n".join([*lines, *(sections[name] for name in sorted(sections))])
 
 
 def run_one(name: str) -> str:
@@ -155,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = {name: run_one(name) for name in resolve(args.names)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "SUMMARY.md").write_text(summarise(runs))
+    summary = RESULTS / "SUMMARY.md"
+    earlier = summary.read_text() if summary.is_file() else ""
+    summary.write_text(summarise(runs, earlier))
     print(f"\nsummary: {RESULTS / 'SUMMARY.md'}")
     for path in plots.render_saved(RESULTS):
         print(f"plot: {path}")

@@ -61,3 +61,24 @@ def test_summary_tables_flag_failures_and_unmeasured_targets(
     assert "| cached.p50_us | 3.25 |" in summary
     assert "cpus" not in summary.split("## keys")[1]
     assert "rows" not in summary
+
+
+def test_a_subset_run_keeps_the_other_benchmarks_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Result JSON files are not committed: a fresh checkout that runs one benchmark must not
+    wipe the committed figures of the rest."""
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    (tmp_path / "keys.json").write_bytes(orjson.dumps({"cached": {"p50_us": 3.25}}))
+    (tmp_path / "plan_cache.json").write_bytes(orjson.dumps({"hit": {"p50_ms": 0.02}}))
+    first = runner.summarise({"keys": "ok (20s)", "plan_cache": "ok (4s)"})
+    (tmp_path / "keys.json").unlink()  # another machine: only plan_cache's result is here
+    (tmp_path / "plan_cache.json").write_bytes(orjson.dumps({"hit": {"p50_ms": 0.03}}))
+
+    summary = runner.summarise({"plan_cache": "ok (5s)"}, first)
+
+    assert "| keys | ok (20s) |" in summary and "| plan_cache | ok (5s) |" in summary
+    assert "| cached.p50_us | 3.25 |" in summary.split("## keys")[1]
+    assert "| hit.p50_ms | 0.03 |" in summary and "0.02" not in summary
+    assert summary.index("## keys") < summary.index("## plan_cache")
+    assert runner.summarise({}, summary).split("\n", 1)[1] == summary.split("\n", 1)[1]
