@@ -6,6 +6,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ class CatalogEntry:
 
     model: router_pb2.CatalogModel
     upstream: router_pb2.Upstream
+    deprecates_at: datetime | None = None  # parsed `model.deprecates_at`, always with an offset
 
     @property
     def id(self) -> str:
@@ -95,8 +97,10 @@ class Catalog:
             return model_id
         return self.by_upstream_model.get(model_id)
 
-    def for_upstream(self, upstream: router_pb2.Upstream) -> CatalogEntry | None:
-        """The catalog model a non-catalog plan lands on, for its hints and limits."""
+    def for_upstream(
+        self, upstream: router_pb2.Upstream | router_pb2.Fallback
+    ) -> CatalogEntry | None:
+        """The catalog model a non-catalog plan (or a fallback) lands on, for hints and limits."""
         entry = self.entries.get(upstream.model_id)
         if entry is not None:
             return entry
@@ -126,6 +130,8 @@ def _catalog_entry(raw: Any, index: int) -> CatalogEntry:
     where = f"catalog models[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be an object")
+    if isinstance(raw.get("id"), str) and raw["id"]:
+        where += f" ({raw['id']})"
     try:
         checked = CatalogFileModel.model_validate(raw)
     except ValidationError as exc:
@@ -134,12 +140,14 @@ def _catalog_entry(raw: Any, index: int) -> CatalogEntry:
     served["status"] = checked.status
     if isinstance(served.get("cost"), dict):
         served["cost"] = dict(served["cost"])
-        _fill_prices(served["cost"], f"{where} ({checked.id})")
+        _fill_prices(served["cost"], where)
     try:
         model = from_json(served, router_pb2.CatalogModel)
     except JsonShapeError as exc:
-        raise ConfigError(f"{where} ({checked.id}): {exc}") from exc
-    return CatalogEntry(model=model, upstream=checked.upstream.to_proto())
+        raise ConfigError(f"{where}: {exc}") from exc
+    return CatalogEntry(
+        model=model, upstream=checked.upstream.to_proto(), deprecates_at=checked.deprecates_at
+    )
 
 
 def first_error(exc: ValidationError) -> str:

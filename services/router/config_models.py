@@ -7,9 +7,18 @@ Unknown keys are tolerated (Routiium alias files carry extras) but logged, so a 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from services.common.pb import router_pb2
 
@@ -75,12 +84,25 @@ class FallbackSpec(_ConfigModel):
         return fallback
 
 
+# Strict: "100", 1.5 or true are typos in a limit, not values to coerce; int64 as in the proto.
+PositiveInt64 = Annotated[int, Field(gt=0, le=2**63 - 1, strict=True)]
+
+
+class AliasLimits(_ConfigModel):
+    """Signalbox extension: caps an alias puts on its plans' `limits` (router-schema §3)."""
+
+    max_input_tokens: PositiveInt64 | None = None
+    max_output_tokens: PositiveInt64 | None = None
+    timeout_ms: PositiveInt64 | None = None
+
+
 class StaticAlias(UpstreamSpec):
-    """Routiium's alias entry plus Signalbox's fallbacks, cache TTL and system overlay."""
+    """Routiium's alias entry plus Signalbox's fallbacks, cache TTL, system overlay and limits."""
 
     fallbacks: list[FallbackSpec] = Field(default_factory=list)
     cache_ttl_ms: int | None = Field(default=None, ge=0)
     system_overlay: str | None = None
+    limits: AliasLimits | None = None
 
 
 class KnnAlias(_ConfigModel):
@@ -97,6 +119,7 @@ class KnnAlias(_ConfigModel):
     default_tradeoff: float = Field(default=0.5, ge=0.0, le=1.0)
     default_output_tokens: int = Field(default=256, ge=0)
     sticky_turns: int = Field(default=20, ge=0)
+    limits: AliasLimits | None = None
 
     @field_validator("candidates")
     @classmethod
@@ -108,6 +131,18 @@ class KnnAlias(_ConfigModel):
 
 AliasEntry = StaticAlias | KnnAlias
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339_text(value: object) -> object:
+    """AwareDatetime alone also takes Unix seconds; the catalog serves this text as given."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2030-01-31T00:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
 
 class CatalogFileModel(BaseModel):
     """The parts of a catalog model the router relies on; the rest is CatalogModel (proto)."""
@@ -117,3 +152,4 @@ class CatalogFileModel(BaseModel):
     id: str = Field(min_length=1)
     upstream: UpstreamSpec
     status: Literal["healthy", "degraded"] = "healthy"
+    deprecates_at: Rfc3339 | None = None

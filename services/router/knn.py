@@ -253,6 +253,7 @@ class KnnPolicy:
             output_tokens=out,
             content_used=decision.content_used,
             sticky_turns=alias.sticky_turns,
+            limits=alias.limits,
             explain=_explain(alias, t, lam, chosen.id, decision),
             explain_detail=detail,
             on_planned=_remembering(self.scorer, decision),

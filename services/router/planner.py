@@ -15,6 +15,8 @@ from redis.exceptions import RedisError
 
 from services.common.backends import new_route_id
 from services.common.pb import router_pb2
+from services.router.catalog import Catalog
+from services.router.config_models import AliasLimits
 from services.router.errors import SCHEMA_VERSION, ErrorCode, RouteFailure
 from services.router.health import ModelHealth
 from services.router.knn import KnnPolicy
@@ -100,6 +102,31 @@ def _struct(data: dict[str, object]) -> router_pb2.Policy:
     return policy
 
 
+def _fill_limits(limits: router_pb2.Limits, res: Resolution) -> None:
+    """The alias's caps; the input cap is the tighter of the alias's and the context window."""
+    alias = res.limits or AliasLimits()
+    entry = res.catalog_entry
+    context = entry.context_tokens if entry is not None else None
+    inputs = [n for n in (context, alias.max_input_tokens) if n is not None]
+    if inputs:
+        limits.max_input_tokens = min(inputs)
+    if alias.max_output_tokens is not None:
+        limits.max_output_tokens = alias.max_output_tokens
+    if alias.timeout_ms is not None:
+        limits.timeout_ms = alias.timeout_ms
+
+
+def _valid_until(res: Resolution, catalog: Catalog, now: datetime) -> str | None:
+    """The first future `deprecates_at` among the plan's models: no cache outlives a model."""
+    entries = [res.catalog_entry, *(catalog.for_upstream(fb) for fb in res.fallbacks)]
+    retiring = [
+        e.deprecates_at
+        for e in entries
+        if e is not None and e.deprecates_at is not None and e.deprecates_at > now
+    ]
+    return rfc3339(min(retiring).timestamp()) if retiring else None
+
+
 def build_plan(
     res: Resolution, request: router_pb2.RouteRequest, config: RoutingConfig, health: ModelHealth
 ) -> router_pb2.RoutePlan:
@@ -112,10 +139,9 @@ def build_plan(
         policy_rev=config.policy_rev,
         content_used=res.content_used,
     )
+    _fill_limits(plan.limits, res)
     entry = res.catalog_entry
     if entry is not None:
-        if entry.context_tokens is not None:
-            plan.limits.max_input_tokens = entry.context_tokens
         out = res.output_tokens if res.output_tokens is not None else output_tokens(request)
         cost = entry.est_cost_micro(prompt_tokens(request), out)
         hints = plan.hints
@@ -139,6 +165,9 @@ def build_plan(
     plan.cache.ttl_ms = res.cache_ttl_ms
     plan.cache.etag = config.catalog.revision
     plan.cache.freeze_key = freeze_key(res.upstream.base_url, res.upstream.model_id)
+    until = _valid_until(res, config.catalog, datetime.now(UTC))
+    if until is not None:
+        plan.cache.valid_until = until
     plan.policy.CopyFrom(_struct(res.detail()))
     plan.policy.revision = config.policy_rev
     plan.policy.id = res.strategy

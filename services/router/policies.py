@@ -55,6 +55,7 @@ class AliasTablePolicy:
             entry.cache_ttl_ms if entry.cache_ttl_ms is not None else STATIC_CACHE_TTL_MS
         )
         resolution.system_overlay = entry.system_overlay
+        resolution.limits = entry.limits
         return resolution
 
 

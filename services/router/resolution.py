@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from services.common.pb import router_pb2
 from services.router.catalog import CatalogEntry
+from services.router.config_models import AliasLimits
 from services.router.health import ModelHealth
 from services.router.routing_config import RoutingConfig
 
@@ -25,6 +26,7 @@ class Resolution:
     fallbacks: list[router_pb2.Fallback] = field(default_factory=list)
     cache_ttl_ms: int = STATIC_CACHE_TTL_MS
     system_overlay: str | None = None
+    limits: AliasLimits | None = None  # the alias's own caps, merged with the catalog's
     output_tokens: int | None = None
     content_used: str = "none"
     sticky_turns: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,27 @@ def test_policy_rev_tracks_config(router_settings: Settings, tmp_path: Path) -> 
             "fallbacks",
         ),
         ("not an object", "must be an object"),
+        *(
+            ({"base_url": "http://x", "mode": "chat", "model_id": "m", "limits": limits}, where)
+            for limits, where in [
+                ({"max_output_tokens": 0}, "limits.max_output_tokens"),
+                ({"timeout_ms": -5}, "limits.timeout_ms"),
+                ({"max_input_tokens": "4000"}, "limits.max_input_tokens"),
+                ({"max_output_tokens": 1.5}, "limits.max_output_tokens"),
+                ({"timeout_ms": True}, "limits.timeout_ms"),
+                ({"max_output_tokens": 2**63}, "limits.max_output_tokens"),
+                ("fast", "limits"),
+            ]
+        ),
+        (
+            {
+                "policy": "knn",
+                "candidates": [MIXTRAL],
+                "default_model": MIXTRAL,
+                "limits": {"timeout_ms": 0},
+            },
+            "limits.timeout_ms",
+        ),
     ],
 )
 def test_invalid_alias_entries_abort(
@@ -165,6 +187,36 @@ def test_invalid_catalogs_abort(
     path.write_bytes(data)
     with pytest.raises(ConfigError, match=message):
         load_routing_config(router_settings(catalog_path=path))
+
+
+def _one_model(**fields: Any) -> bytes:
+    upstream = {"base_url": "http://x", "mode": "chat", "model_id": "a"}
+    return orjson.dumps({"models": [{"id": "m", "upstream": upstream, **fields}]})
+
+
+def test_deprecates_at_is_parsed_and_served_as_given() -> None:
+    entry = parse_catalog(_one_model(deprecates_at="2030-01-31T01:30:00+02:00")).get("m")
+    assert entry is not None
+    assert entry.deprecates_at == datetime(2030, 1, 30, 23, 30, tzinfo=UTC)
+    assert entry.model.deprecates_at == "2030-01-31T01:30:00+02:00"
+    undated = parse_catalog(_one_model()).get("m")
+    assert undated is not None and undated.deprecates_at is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2030-01-31T00:00:00",  # naive
+        "2030-01-31",  # a date, no time or offset
+        "next tuesday",
+        "2030-13-01T00:00:00Z",  # no such month
+        "1900000000",  # Unix seconds are not RFC 3339
+        1900000000,
+    ],
+)
+def test_deprecates_at_must_be_rfc3339_with_an_offset(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"catalog models\[0\] \(m\): deprecates_at"):
+        parse_catalog(_one_model(deprecates_at=value))
 
 
 def test_missing_files_are_config_errors(router_settings: Settings, tmp_path: Path) -> None:
