@@ -44,7 +44,7 @@ from services.router.app import RouterApp
 from services.router.health import ModelHealth
 from services.router.knn import KnnPolicy
 from services.router.knn_scorer.artifacts import fit_calibration
-from services.router.knn_scorer.embedder import OnnxEmbedder
+from services.router.knn_scorer.embedder import load_embedder
 from services.router.knn_scorer.embedding_cache import DEFAULT_CACHE_DIR, CachingEmbedder
 from services.router.knn_scorer.index import ExampleIndex, make_faiss_index
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
@@ -237,7 +237,7 @@ def machine() -> dict[str, Any]:
 
 async def main() -> int:
     faiss.omp_set_num_threads(1)
-    embedder = OnnxEmbedder(MODEL_DIR, threads=1)
+    embedder = load_embedder(MODEL_DIR, threads=1)
     cache = CachingEmbedder(embedder, MODEL_DIR, DEFAULT_CACHE_DIR)
     full = load_training_set(DATA / "train.jsonl")
     sample: TrainingSet = full.subset(range(0, len(full), SAMPLE_EVERY))

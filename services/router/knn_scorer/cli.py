@@ -15,18 +15,31 @@ from typing import Any
 import orjson
 
 DEFAULT_MODEL_DIR = Path("./data/knn-model")
+MINILM_DIM = 384  # the most principal components a static export can keep
 
 
 def register(subparsers: Any) -> None:
     export = subparsers.add_parser(
-        "export-model", help="export MiniLM as an int8 ONNX model dir (needs the export extra)"
+        "export-model",
+        help="export MiniLM as an int8 ONNX (or --static) model dir (needs the export extra)",
     )
     export.add_argument("--out", type=Path, required=True, help="model dir to write")
     export.add_argument(
         "--max-tokens",
         type=_positive_int,
         default=None,
-        help="embed a prompt's first N tokens (default 64; the model reads at most 256)",
+        help="ONNX: embed a prompt's first N tokens (default 64; the model reads at most 256)",
+    )
+    export.add_argument(
+        "--static",
+        action="store_true",
+        help="distil a static per-token table (Model2Vec) instead of the ONNX model",
+    )
+    export.add_argument(
+        "--pca-dims",
+        type=_pca_dims,
+        default=None,
+        help=f"--static: principal components kept (default 256, at most {MINILM_DIM})",
     )
     export.set_defaults(run=_export_model)
 
@@ -84,12 +97,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pca_dims(text: str) -> int:
+    value = _positive_int(text)
+    if value > MINILM_DIM:
+        raise argparse.ArgumentTypeError(f"{text} is more than MiniLM's {MINILM_DIM} dimensions")
+    return value
+
+
 def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-dir",
         type=Path,
         default=Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", DEFAULT_MODEL_DIR)),
-        help="exported ONNX model dir (env SIGNALBOX_KNN_MODEL_DIR)",
+        help="exported model dir, ONNX or static (env SIGNALBOX_KNN_MODEL_DIR)",
     )
     parser.add_argument(
         "--cache-dir",
@@ -101,11 +121,12 @@ def _model_dir_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _embedder(args: argparse.Namespace) -> Any:
-    """The ONNX embedder (all cores: offline work), behind the vector cache unless disabled."""
-    from services.router.knn_scorer.embedder import OnnxEmbedder
+    """The model dir's embedder (ONNX on all cores: offline work), behind the vector cache
+    unless disabled."""
+    from services.router.knn_scorer.embedder import load_embedder
     from services.router.knn_scorer.embedding_cache import CachingEmbedder
 
-    embedder = OnnxEmbedder(args.model_dir, threads=os.cpu_count() or 1)
+    embedder = load_embedder(args.model_dir, threads=os.cpu_count() or 1)
     if args.no_cache:
         return embedder
     return CachingEmbedder(embedder, args.model_dir, args.cache_dir)
@@ -114,19 +135,36 @@ def _embedder(args: argparse.Namespace) -> Any:
 def _export_model(args: argparse.Namespace) -> int:
     from services.router.knn_scorer.export import DEFAULT_MAX_TOKENS, export_model
 
-    tokens = DEFAULT_MAX_TOKENS if args.max_tokens is None else args.max_tokens
-    info = export_model(args.out, max_tokens=tokens)
+    if args.static:
+        if args.max_tokens is not None:
+            print("signalbox-router export-model: --static reads whole prompts", file=sys.stderr)
+            return 2
+        info = _export_static(args)
+    elif args.pca_dims is not None:
+        print("signalbox-router export-model: --pca-dims needs --static", file=sys.stderr)
+        return 2
+    else:
+        tokens = DEFAULT_MAX_TOKENS if args.max_tokens is None else args.max_tokens
+        info = export_model(args.out, max_tokens=tokens)
     print(
-        f"exported {info.embedding_model} ({info.dim}-d, first {info.max_seq_length} tokens, "
-        f"{info.quantization}) to {args.out}"
+        f"exported {info.embedding_model} ({info.kind}, {info.dim}-d, first "
+        f"{info.max_seq_length} tokens, {info.quantization}) to {args.out}"
     )
     return 0
 
 
-def _progress(total: int, what: str) -> Any:
+def _export_static(args: argparse.Namespace) -> Any:
+    from services.router.knn_scorer.export import DEFAULT_PCA_DIMS, export_static, vocabulary_size
+
+    dims = DEFAULT_PCA_DIMS if args.pca_dims is None else args.pca_dims
+    with _progress(vocabulary_size(), "distilling", unit="token") as bar:
+        return export_static(args.out, pca_dims=dims, progress=bar.update)
+
+
+def _progress(total: int, what: str, unit: str = "prompt") -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=what, unit="prompt", file=sys.stderr)
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr)
 
 
 def _build_index(args: argparse.Namespace) -> int:

@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from services.router.knn_scorer.embedder import MODEL_FILE, MODEL_MANIFEST, OnnxEmbedder
+from services.router.knn_scorer.embedder import (
+    MODEL_FILE,
+    MODEL_MANIFEST,
+    STATIC_FILE,
+    BatchEmbedder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +38,14 @@ def text_key(text: str) -> str:
 
 
 def model_fingerprint(model_dir: Path) -> str:
-    """The model file and its `embedder.json` (the token limit changes the vectors too)."""
+    """The weights (ONNX model or static table, whichever the dir holds) and `embedder.json`
+    (the token limit and the embedder kind change the vectors too)."""
     digest = hashlib.sha256()
-    with (model_dir / MODEL_FILE).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for name in (MODEL_FILE, STATIC_FILE):
+        if (model_dir / name).is_file():
+            with (model_dir / name).open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
     digest.update((model_dir / MODEL_MANIFEST).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -50,9 +58,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class CachingEmbedder:
-    """The ONNX embedder with `embed_many` answered from (and saved to) a per-model cache dir."""
+    """An exported model's embedder with `embed_many` answered from (and saved to) a per-model
+    cache dir."""
 
-    def __init__(self, inner: OnnxEmbedder, model_dir: Path, cache_dir: Path) -> None:
+    def __init__(self, inner: BatchEmbedder, model_dir: Path, cache_dir: Path) -> None:
         self.inner = inner
         self.name, self.dim = inner.name, inner.dim
         self.dir = cache_dir / model_fingerprint(model_dir)
@@ -91,7 +100,7 @@ class CachingEmbedder:
     def embed_many(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """Cached vectors where known; the rest embedded exactly as `OnnxEmbedder.embed_many`."""
+        """Cached vectors where known; the rest embedded exactly as the inner `embed_many`."""
         keys = [text_key(t) for t in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self._rows))
         self.hits += len(keys) - len(missing)

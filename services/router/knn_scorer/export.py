@@ -13,6 +13,11 @@ them are slower than Add + LayerNormalization and a plain Gelu (16-21 % less CPU
 (sentence-transformers' `export_dynamic_quantized_onnx_model` goes through optimum-onnx, whose
 only release pins transformers < 4.58 while sentence-transformers 6 needs transformers 5; the
 helpers used here are the same ones optimum wraps.)
+
+`export-model --static` (`export_static`) distils the same MiniLM into a static per-token table
+instead, following Model2Vec (github.com/MinishLab/model2vec): every vocabulary token's MiniLM
+output, PCA, SIF weighting. The `model2vec` package's own distiller pins transformers < 5.4, so
+its three steps are redone here with torch and numpy.
 """
 
 from __future__ import annotations
@@ -20,11 +25,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from services.router.knn_scorer.embedder import (
     MODEL_FILE,
+    STATIC_FILE,
+    STATIC_KIND,
     TOKENIZER_FILE,
     EmbedderInfo,
 )
@@ -36,6 +47,10 @@ ONNX_OPSET = 17
 # embedding grows with length (5.5 ms CPU at 29 tokens, 9.7 at 64, 41.5 at 256 on the bench box).
 DEFAULT_MAX_TOKENS = 64
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Static export (Model2Vec's defaults): 256 principal components of MiniLM's 384, SIF 1e-4.
+DEFAULT_PCA_DIMS = 256
+DEFAULT_SIF = 1e-4
+TOKEN_BATCH = 1024
 
 
 def packaged_model_path() -> Path:
@@ -116,6 +131,21 @@ def _embedding_dim(st_model: Any) -> int:
     return int(getter() if getter else st_model.get_sentence_embedding_dimension())
 
 
+@contextmanager
+def _staged_model_dir(out: Path) -> Iterator[Path]:
+    """A temp dir beside `out` to write into; renamed over `out` once the body succeeds, so a
+    failed export leaves the previous model dir as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        work = Path(tmp)
+        yield work
+        work.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+        work.mkdir()  # TemporaryDirectory cleans up the (now empty) name it created
+
+
 def export_model(
     out: Path, model_path: Path | None = None, max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> EmbedderInfo:
@@ -126,9 +156,7 @@ def export_model(
 
     source = model_path or packaged_model_path()
     st_model = reference_model(source)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        work = Path(tmp)
+    with _staged_model_dir(out) as work:
         fp32 = work / "model_fp32.onnx"
         fused = work / "model_fused_fp32.onnx"
         _export_fp32(st_model, fp32)
@@ -151,9 +179,95 @@ def export_model(
             quantization="bert-fused-attention-gelu-dynamic-int8-per-channel",
         )
         info.write(work)
-        work.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-        work.mkdir()  # TemporaryDirectory cleans up the (now empty) name it created
+    return info
+
+
+def vocabulary_size(model_path: Path | None = None) -> int:
+    """How many token rows `export_static` computes (the length of its progress)."""
+    from tokenizers import Tokenizer
+
+    source = model_path or packaged_model_path()
+    return int(Tokenizer.from_file(str(source / TOKENIZER_FILE)).get_vocab_size())
+
+
+def token_outputs(
+    st_model: Any, vocabulary: int, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """`(vocabulary, hidden)`: each token t run alone as `[CLS] t [SEP]` through the transformer,
+    its hidden states mean-pooled over the three positions (Model2Vec's distillation input)."""
+    import torch
+
+    tokenizer = st_model.tokenizer
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    transformer = st_model[0].auto_model.eval()
+    ids = torch.arange(vocabulary, dtype=torch.long)[:, None]
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, vocabulary, TOKEN_BATCH):
+            middle = ids[start : start + TOKEN_BATCH]
+            batch = torch.cat(
+                [torch.full_like(middle, cls_id), middle, torch.full_like(middle, sep_id)], dim=1
+            )
+            hidden = transformer(
+                input_ids=batch,
+                attention_mask=torch.ones_like(batch),
+                token_type_ids=torch.zeros_like(batch),
+            ).last_hidden_state
+            rows.append(hidden.mean(dim=1).numpy())
+            if progress is not None:
+                progress(len(middle))
+    return np.concatenate(rows)
+
+
+def pca_fit_transform(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """The centred rows projected on their `dims` leading principal axes (eigh of the
+    covariance, as Model2Vec's `_pca_fit_transform`); each axis's sign is fixed so its largest
+    loading is positive, so re-exports give the same table, not a mirrored one."""
+    data = vectors.astype(np.float64)
+    centred = data - data.mean(axis=0)
+    _, axes = np.linalg.eigh(centred.T @ centred / max(len(data) - 1, 1))
+    axes = axes[:, ::-1][:, :dims]
+    biggest = np.abs(axes).argmax(axis=0)
+    axes *= np.sign(axes[biggest, np.arange(axes.shape[1])])
+    return centred @ axes
+
+
+def sif_weights(vocabulary: int, sif: float) -> np.ndarray:
+    """Model2Vec's `compute_weights`: `sif / (sif + p(t))` with a Zipf prior p(rank) ∝
+    1/(rank + 2) over the vocabulary's order, so frequent (low-id) tokens weigh less."""
+    inverse_rank = 1.0 / np.arange(2, vocabulary + 2)
+    return sif / (sif + inverse_rank / inverse_rank.sum())
+
+
+def export_static(
+    out: Path,
+    *,
+    pca_dims: int = DEFAULT_PCA_DIMS,
+    sif: float = DEFAULT_SIF,
+    progress: Callable[[int], None] | None = None,
+    model_path: Path | None = None,
+) -> EmbedderInfo:
+    """Write `static.npy` (float16, vocabulary x `pca_dims`), `tokenizer.json` and
+    `embedder.json` into `out` (atomically): the Model2Vec distillation of the packaged MiniLM.
+    `progress` is called with the number of vocabulary tokens done per batch."""
+    source = model_path or packaged_model_path()
+    st_model = reference_model(source)
+    hidden = _embedding_dim(st_model)
+    if not 0 < pca_dims <= hidden:
+        raise ValueError(f"pca_dims must be in 1..{hidden}, not {pca_dims}")
+    vocabulary = vocabulary_size(source)
+    projected = pca_fit_transform(token_outputs(st_model, vocabulary, progress), pca_dims)
+    table = projected * sif_weights(vocabulary, sif)[:, None]
+    with _staged_model_dir(out) as work:
+        np.save(work / STATIC_FILE, table.astype(np.float16))
+        shutil.copy(source / TOKENIZER_FILE, work / TOKENIZER_FILE)
+        info = EmbedderInfo(
+            embedding_model=EMBEDDING_MODEL,
+            dim=pca_dims,
+            # the whole prompt: a gather costs next to nothing, MiniLM's position limit bounds it
+            max_seq_length=int(st_model[0].auto_model.config.max_position_embeddings),
+            quantization=f"model2vec-pca{pca_dims}-sif{sif:g}-float16",
+            kind=STATIC_KIND,
+        )
+        info.write(work)
     return info

@@ -21,7 +21,7 @@ from services.router.knn_scorer.embedder import (
     MODEL_MANIFEST,
     Embedder,
     EmbedderError,
-    OnnxEmbedder,
+    load_embedder,
 )
 from services.router.knn_scorer.index import MANIFEST_FILE, ExampleIndex, IndexLoadError
 from services.router.knn_scorer.online import ONLINE_LOG, OnlineExamples, RouteMemory
@@ -54,7 +54,7 @@ def open_scorer(
         return None
     started = time.perf_counter()
     try:
-        embedder = OnnxEmbedder(model_dir(settings), threads=1)
+        embedder = load_embedder(model_dir(settings), threads=1)
         if embedder.info.embedding_model != settings.embedding_model:
             raise EmbedderError(
                 f"exported model is {embedder.info.embedding_model}, SIGNALBOX_EMBEDDING_MODEL is "
@@ -78,6 +78,7 @@ def open_scorer(
             "examples": scorer.examples,
             "method": scorer.method.kind,
             "index_type": scorer.index.manifest.index_type,
+            "embedder": embedder.name,
             "seconds": round(time.perf_counter() - started, 2),
         },
     )

@@ -1,5 +1,6 @@
-"""KNN fixtures: the exported ONNX model (exported once if missing) and real prompts, embedded
-once per session so every test can build small indexes over real MiniLM vectors."""
+"""KNN fixtures: the exported ONNX and static models (each exported once if missing) and real
+prompts, embedded once per session so every test can build small indexes over real MiniLM
+vectors."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from google.protobuf import struct_pb2
 from services.common.pb import router_pb2
 from services.router.catalog import Catalog, parse_catalog
 from services.router.health import ModelHealth
-from services.router.knn_scorer.embedder import MODEL_MANIFEST, OnnxEmbedder
+from services.router.knn_scorer.embedder import MODEL_MANIFEST, OnnxEmbedder, StaticEmbedder
 from services.router.knn_scorer.embedding_cache import CachingEmbedder
 from services.router.knn_scorer.training_data import TrainingSet, load_training_set
 from services.router.resolution import PlanContext
@@ -43,6 +44,23 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def embedder(model_dir: Path) -> OnnxEmbedder:
     return OnnxEmbedder(model_dir, threads=1)
+
+
+@pytest.fixture(scope="session")
+def static_model_dir() -> Path:
+    """`build/knn-model-static` (gitignored, beside the ONNX export); distilled on first use
+    (~40-80 s of CPU for the whole vocabulary), so later sessions reuse it."""
+    path = REPO / "build" / "knn-model-static"
+    if not (path / MODEL_MANIFEST).is_file():
+        from services.router.knn_scorer.export import export_static
+
+        export_static(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def static_embedder(static_model_dir: Path) -> StaticEmbedder:
+    return StaticEmbedder(static_model_dir)
 
 
 @pytest.fixture(scope="session")

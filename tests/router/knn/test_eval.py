@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from services.router.knn_scorer.cli import register
+from services.router.knn_scorer.embedding_cache import model_fingerprint
 from services.router.knn_scorer.evaluation import baselines, cpt, evaluate_router
 from services.router.knn_scorer.index import IndexManifest
 from services.router.knn_scorer.training_data import TrainingSet, held_out, split
@@ -63,7 +64,11 @@ class Cli:
     common: list[str]  # --models, --model-dir
 
     def run(self, *args: str) -> int:
-        parsed = self.parser.parse_args([*args, *self.common])
+        return self.run_alone(*args, *self.common)
+
+    def run_alone(self, *args: str) -> int:
+        """Without the common --models/--model-dir (export-model takes neither)."""
+        parsed = self.parser.parse_args(list(args))
         return parsed.run(parsed)
 
 
@@ -119,3 +124,30 @@ def test_export_model_refuses_a_token_limit_below_one(cli: Cli) -> None:
     with pytest.raises(SystemExit):
         cli.parser.parse_args(["export-model", "--out", "x", "--max-tokens", "0"])
     assert cli.parser.parse_args(["export-model", "--out", "x"]).max_tokens is None
+
+
+def test_export_model_static_flags_are_validated(
+    cli: Cli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for dims in ("0", "385", "x"):
+        with pytest.raises(SystemExit):
+            cli.parser.parse_args(["export-model", "--out", "x", "--static", "--pca-dims", dims])
+    parsed = cli.parser.parse_args(["export-model", "--out", "x", "--static", "--pca-dims", "384"])
+    assert parsed.static and parsed.pca_dims == 384
+    assert cli.run_alone("export-model", "--out", "x", "--pca-dims", "128") == 2
+    assert cli.run_alone("export-model", "--out", "x", "--static", "--max-tokens", "64") == 2
+    assert "--pca-dims needs --static" in capsys.readouterr().err
+
+
+def test_cli_build_index_and_eval_with_a_static_model_dir(
+    tmp_path: Path, cli: Cli, static_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    static = replace(cli, common=[*cli.common[:2], "--model-dir", str(static_model_dir)])
+    out, cache = tmp_path / "idx", tmp_path / "vectors"
+    args = ("--out", str(out), "--exclude-held-out", "--cache-dir", str(cache))
+    assert static.run("build-index", str(static.small), *args) == 0
+    manifest = IndexManifest.read(out)
+    assert manifest.embedding_model.endswith("@static256") and manifest.dim == 256
+    assert [p.name for p in cache.iterdir()] == [model_fingerprint(static_model_dir)]
+    assert static.run("eval", str(static.small), "--index", str(out), "--held-out") == 0
+    assert f"{manifest.count} indexed" in capsys.readouterr().out

@@ -16,6 +16,7 @@ from services.common.grpc_client import open_channel
 from services.common.pb import router_pb2, router_pb2_grpc
 from services.router.errors import ErrorCode, RouteFailure
 from services.router.knn_scorer.artifacts import build_index, load_scorer
+from services.router.knn_scorer.embedder import StaticEmbedder
 from services.router.knn_scorer.scorer import CALIBRATED_METHOD, LearnedKnnScorer
 from services.router.knn_scorer.startup import MODEL_DIR_ENV
 from services.router.knn_scorer.training_data import TrainingSet
@@ -238,3 +239,43 @@ async def test_plan_batch_runs_concurrently_and_answers_in_order(
             MessageToDict(p.plan.policy.explain_detail)["neighbors"] for p in (planned, single)
         )
         assert got == want  # in order: each plan answers its own request
+
+
+async def test_a_static_model_dir_serves_knn_plans_over_http(
+    tmp_path: Path,
+    subset_file: Path,
+    real_subset: TrainingSet,
+    static_model_dir: Path,
+    static_embedder: StaticEmbedder,
+    start_router: StartRouter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`export-model --static` output and an index built with it, served by the real router."""
+    index_dir = tmp_path / "static-knn"
+    build_index(subset_file, [GPT4, MIXTRAL], static_embedder, index_dir, CALIBRATED_METHOD)
+    monkeypatch.setenv(MODEL_DIR_ENV, str(static_model_dir))
+    router = await start_router(knn_index_dir=index_dir)
+    assert router.service is not None
+    scorer = router.service.knn.scorer
+    assert isinstance(scorer, LearnedKnnScorer) and isinstance(scorer.embedder, StaticEmbedder)
+
+    example = real_subset.examples[11]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{router.http_port}") as http:
+        plan = await _plan(http, example.prompt)
+        detail = plan["policy"]["explain_detail"]
+        assert plan["policy"]["id"] == "knn" and detail["method"] == "calibrated"
+        assert detail["neighbors"][0] == {"id": example.id, "similarity": pytest.approx(1, 1e-4)}
+        assert detail["timings_ms"]["embed"] > 0 and detail["timings_ms"]["search"] >= 0
+        # No tokens at all (a zero-width space): a zero vector, no neighbour close enough,
+        # the alias's default model.
+        blank = (await _plan(http, "\u200b"))["policy"]
+        assert blank["id"] == "knn"
+        assert blank["explain_detail"]["fallback_reason"] == "too_few_neighbors"
+        assert blank["explain_detail"]["chosen"] == MIXTRAL
+
+
+async def _plan(http: httpx.AsyncClient, text: str) -> dict[str, Any]:
+    body = {"alias": "auto", "privacy_mode": "summary", "conversation": {"summary": text}}
+    reply = await http.post("/route/plan", json=body)
+    assert reply.status_code == 200, reply.text
+    return reply.json()

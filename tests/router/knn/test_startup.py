@@ -9,6 +9,7 @@ import pytest
 
 from services.router.health import ModelHealth
 from services.router.knn import KnnPolicy
+from services.router.knn_scorer.embedder import OnnxEmbedder, StaticEmbedder
 from services.router.knn_scorer.index import IndexManifest
 from services.router.knn_scorer.startup import MODEL_DIR_ENV, open_scorer
 from services.router.resolution import PlanContext
@@ -86,3 +87,30 @@ async def test_cold_start_learns_from_feedback_and_keeps_it(
     restarted = open_scorer(settings)
     assert restarted is not None and restarted.examples == 1
     assert (tmp_path / "knn" / "online.jsonl").is_file()
+
+
+def test_an_index_of_the_other_embedder_kind_is_rebuilt_or_refused(
+    tmp_path: Path,
+    small_train: Path,
+    model_dir: Path,
+    static_model_dir: Path,
+    router_settings: Callable[..., RouterSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ONNX and static vectors live in different spaces: with the training file the index is
+    rebuilt for the embedder the service starts with; without it, it is not searched."""
+    index_dir = tmp_path / "knn"
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    onnx = open_scorer(router_settings(knn_train_path=small_train, knn_index_dir=index_dir))
+    assert onnx is not None and isinstance(onnx.embedder, OnnxEmbedder)
+    onnx_space = IndexManifest.read(index_dir).embedding_model
+
+    monkeypatch.setenv(MODEL_DIR_ENV, str(static_model_dir))
+    static = open_scorer(router_settings(knn_train_path=small_train, knn_index_dir=index_dir))
+    assert static is not None and isinstance(static.embedder, StaticEmbedder)
+    manifest = IndexManifest.read(index_dir)
+    assert manifest.embedding_model == static.embedder.name != onnx_space
+    assert manifest.dim == static.embedder.dim == 256 and static.examples == 60
+
+    monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
+    assert open_scorer(router_settings(knn_index_dir=index_dir)) is None  # refused, not searched
