@@ -20,7 +20,7 @@ from services.router.knn_scorer.training_data import TrainingSet
 
 AGREEMENT_PROMPTS = 120
 # per-channel int8 weights, ORT 1.32: measured min 0.9898 on AVX-512 VNNI (Xeon), 0.9845 on AVX2
-# (EPYC), where u8×s8 products go through vpmaddubsw, whose int16 pair sums can saturate
+# (EPYC), where u8 x s8 products go through vpmaddubsw, whose int16 pair sums can saturate
 MIN_COSINE = 0.98
 
 
