@@ -1,7 +1,8 @@
 """KNN routing figures: decision latency (embedding included) at 10k / 100k / 1M examples,
 exact vs approximate recall@10, and PlanBatch(64) vs 64 single Plan calls over gRPC.
 
-- Embedding is the real int8 ONNX MiniLM on one thread; queries are real prompts from the
+- Embedding is the real int8 ONNX MiniLM on one thread (`router_knn_static_bench` runs the same
+  measurements with the static embedder); queries are real prompts from the
   reference training file, run through the router's `KnnPolicy` (filtering, costing, scoring,
   explain_detail). Two query sets: the prompts as they are (MMLU/GSM8K questions, ~95 tokens)
   and their first 120 characters (a chat-sized message).
@@ -235,10 +236,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def main() -> int:
+async def measure(model_dir: Path) -> dict[str, Any]:
+    """Every measurement, with the embedder exported in `model_dir`."""
     faiss.omp_set_num_threads(1)
-    embedder = load_embedder(MODEL_DIR, threads=1)
-    cache = CachingEmbedder(embedder, MODEL_DIR, DEFAULT_CACHE_DIR)
+    embedder = load_embedder(model_dir, threads=1)
+    cache = CachingEmbedder(embedder, model_dir, DEFAULT_CACHE_DIR)
     full = load_training_set(DATA / "train.jsonl")
     sample: TrainingSet = full.subset(range(0, len(full), SAMPLE_EVERY))
     print(f"embedding {len(sample)} real prompts (cached in {cache.dir})...", flush=True)
@@ -261,6 +263,7 @@ async def main() -> int:
     short_tokens = [len(embedder.tokenizer.encode(t).ids) for t in short_texts]
     results: dict[str, Any] = {
         "machine_at_start": machine(),
+        "embedder": embedder.name,
         "threads": 1,
         "queries": QUERIES,
         "query_tokens_mean": {
@@ -307,12 +310,17 @@ async def main() -> int:
             del syn_vectors, syn_scores, index, scorer
     results["real_vectors"] = real_recall(cache, full)
     print("real vectors", orjson.dumps(results["real_vectors"]).decode(), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results["load_average_at_end"] = machine()["load_average"]
-    RESULTS.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    print(f"wrote {RESULTS}")
+    return results
+
+
+def main(model_dir: Path, results_path: Path) -> int:
+    results = asyncio.run(measure(model_dir))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(f"wrote {results_path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main(MODEL_DIR, RESULTS))

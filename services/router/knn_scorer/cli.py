@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
         "--max-tokens",
         type=_positive_int,
         default=None,
-        help="ONNX: embed a prompt's first N tokens (default 64; the model reads at most 256)",
+        help="embed a prompt's first N tokens (ONNX: default 64, at most 256; static: 128, 512)",
     )
     export.add_argument(
         "--static",
@@ -136,9 +136,6 @@ def _export_model(args: argparse.Namespace) -> int:
     from services.router.knn_scorer.export import DEFAULT_MAX_TOKENS, export_model
 
     if args.static:
-        if args.max_tokens is not None:
-            print("signalbox-router export-model: --static reads whole prompts", file=sys.stderr)
-            return 2
         info = _export_static(args)
     elif args.pca_dims is not None:
         print("signalbox-router export-model: --pca-dims needs --static", file=sys.stderr)
@@ -154,11 +151,17 @@ def _export_model(args: argparse.Namespace) -> int:
 
 
 def _export_static(args: argparse.Namespace) -> Any:
-    from services.router.knn_scorer.export import DEFAULT_PCA_DIMS, export_static, vocabulary_size
+    from services.router.knn_scorer.export import (
+        DEFAULT_PCA_DIMS,
+        DEFAULT_STATIC_MAX_TOKENS,
+        export_static,
+        vocabulary_size,
+    )
 
     dims = DEFAULT_PCA_DIMS if args.pca_dims is None else args.pca_dims
+    tokens = DEFAULT_STATIC_MAX_TOKENS if args.max_tokens is None else args.max_tokens
     with _progress(vocabulary_size(), "distilling", unit="token") as bar:
-        return export_static(args.out, pca_dims=dims, progress=bar.update)
+        return export_static(args.out, pca_dims=dims, max_tokens=tokens, progress=bar.update)
 
 
 def _progress(total: int, what: str, unit: str = "prompt") -> Any:

@@ -49,6 +49,9 @@ DEFAULT_MAX_TOKENS = 64
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Static export (Model2Vec's defaults): 256 principal components of MiniLM's 384, SIF 1e-4.
 DEFAULT_PCA_DIMS = 256
+# Static vectors from a prompt's first 128 tokens (5-fold CV over the file, APGR / CPT(80%):
+# 64 0.6887 / 0.5532, 128 0.6895 / 0.5531, 256 0.6882 / 0.5625, 512 0.6878 / 0.5625).
+DEFAULT_STATIC_MAX_TOKENS = 128
 DEFAULT_SIF = 1e-4
 TOKEN_BATCH = 1024
 
@@ -243,6 +246,7 @@ def export_static(
     out: Path,
     *,
     pca_dims: int = DEFAULT_PCA_DIMS,
+    max_tokens: int = DEFAULT_STATIC_MAX_TOKENS,
     sif: float = DEFAULT_SIF,
     progress: Callable[[int], None] | None = None,
     model_path: Path | None = None,
@@ -255,6 +259,7 @@ def export_static(
     hidden = _embedding_dim(st_model)
     if not 0 < pca_dims <= hidden:
         raise ValueError(f"pca_dims must be in 1..{hidden}, not {pca_dims}")
+    positions = int(st_model[0].auto_model.config.max_position_embeddings)
     vocabulary = vocabulary_size(source)
     projected = pca_fit_transform(token_outputs(st_model, vocabulary, progress), pca_dims)
     table = projected * sif_weights(vocabulary, sif)[:, None]
@@ -264,8 +269,7 @@ def export_static(
         info = EmbedderInfo(
             embedding_model=EMBEDDING_MODEL,
             dim=pca_dims,
-            # the whole prompt: a gather costs next to nothing, MiniLM's position limit bounds it
-            max_seq_length=int(st_model[0].auto_model.config.max_position_embeddings),
+            max_seq_length=max(1, min(max_tokens, positions)),
             quantization=f"model2vec-pca{pca_dims}-sif{sif:g}-float16",
             kind=STATIC_KIND,
         )

@@ -22,7 +22,12 @@ from services.router.knn_scorer.embedder import (
     load_embedder,
 )
 from services.router.knn_scorer.embedding_cache import model_fingerprint
-from services.router.knn_scorer.export import DEFAULT_PCA_DIMS, pca_fit_transform, sif_weights
+from services.router.knn_scorer.export import (
+    DEFAULT_PCA_DIMS,
+    DEFAULT_STATIC_MAX_TOKENS,
+    pca_fit_transform,
+    sif_weights,
+)
 from services.router.knn_scorer.training_data import TrainingSet
 
 AGREEMENT_PROMPTS = 200  # all 19,900 pairs of them: 200 random pairs swing by ±0.1
@@ -37,7 +42,7 @@ def test_the_table_is_vocabulary_by_pca_dims_and_a_token_embeds_as_its_row(
     table = np.load(static_model_dir / STATIC_FILE)
     vocabulary = static_embedder.tokenizer.get_vocab_size()
     assert table.dtype == np.float16 and table.shape == (vocabulary, DEFAULT_PCA_DIMS)
-    assert static_embedder.info.max_seq_length == 512  # the whole prompt, up to MiniLM's limit
+    assert static_embedder.info.max_seq_length == DEFAULT_STATIC_MAX_TOKENS
     token = static_embedder.tokenizer.token_to_id("planet")
     row = table[token].astype(np.float32)
     one, twice = static_embedder.embed(["planet", "planet planet"])
@@ -100,7 +105,8 @@ def test_each_kind_is_its_own_vector_space_and_cache_key(
 ) -> None:
     static, onnx = load_embedder(static_model_dir), load_embedder(model_dir)
     assert isinstance(static, StaticEmbedder) and isinstance(onnx, OnnxEmbedder)
-    assert static.name == f"sentence-transformers/all-MiniLM-L6-v2@static{DEFAULT_PCA_DIMS}"
+    space = f"static{DEFAULT_PCA_DIMS}:{DEFAULT_STATIC_MAX_TOKENS}"
+    assert static.name == f"sentence-transformers/all-MiniLM-L6-v2@{space}"
     assert onnx.name == "sentence-transformers/all-MiniLM-L6-v2@64"
     assert model_fingerprint(static_model_dir) != model_fingerprint(model_dir)
     # The table itself is part of the key, not only embedder.json.
