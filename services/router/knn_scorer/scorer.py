@@ -173,7 +173,7 @@ class LearnedKnnScorer:
         if text is None:
             return KnnDecision(chosen=None, fallback_reason=NO_QUERY_TEXT)
         started = time.perf_counter()
-        vector = (await asyncio.to_thread(self.embedder.embed, [text]))[0]
+        vector = (await self._embed(text))[0]
         embedded = time.perf_counter()
         params = self.method.params(query.entry)
         neighbours = self.neighbours(vector, self.method.search_k(params))
@@ -200,6 +200,12 @@ class LearnedKnnScorer:
         )
 
     # ------------------------------------------------------------------ pieces
+
+    async def _embed(self, text: str) -> np.ndarray:
+        """On the event loop when the embedder says it is cheap (`inline`), else in a thread."""
+        if getattr(self.embedder, "inline", False):
+            return self.embedder.embed([text])
+        return await asyncio.to_thread(self.embedder.embed, [text])
 
     def neighbours(self, vector: np.ndarray, k: int) -> Neighbours:
         """Top-k over the training index and the online examples together, best first."""

@@ -3,12 +3,15 @@ fallback reasons, and the calibrated method on real prompts."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from services.common.pb import router_pb2
 from services.router.knn import KnnPolicy
 from services.router.knn_scorer.artifacts import build_from_set
+from services.router.knn_scorer.embedder import OnnxEmbedder, StaticEmbedder
 from services.router.knn_scorer.index import ExampleIndex
 from services.router.knn_scorer.scorer import (
     CALIBRATED_METHOD,
@@ -39,7 +42,19 @@ def unit(similarity: float, axis: int) -> np.ndarray:
     return vector
 
 
-def synthetic_scorer() -> LearnedKnnScorer:
+class ThreadNotingEmbedder(FixedEmbedder):
+    """Notes the thread each embedding runs on."""
+
+    def __init__(self, inline: bool) -> None:
+        self.inline = inline
+        self.threads: list[int] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        return super().embed(texts)
+
+
+def synthetic_scorer(embedder: FixedEmbedder | None = None) -> LearnedKnnScorer:
     """Neighbours at similarity 0.9, 0.8, 0.5 and 0.1 (the last below min_similarity)."""
     vectors = np.stack([unit(0.9, 1), unit(0.8, 2), unit(0.5, 3), unit(0.1, 1)])
     scores = np.array([[1, 0], [1, 1], [1, 0], [0, 1]], dtype=np.float32)  # [gpt4, mixtral]
@@ -51,7 +66,7 @@ def synthetic_scorer() -> LearnedKnnScorer:
         embedding_model=FixedEmbedder.name,
         train_sha256="x",
     )
-    return LearnedKnnScorer(FixedEmbedder(), index, method=SPEC_METHOD)
+    return LearnedKnnScorer(embedder or FixedEmbedder(), index, method=SPEC_METHOD)
 
 
 async def plan(
@@ -82,6 +97,17 @@ async def test_spec_algorithm_end_to_end_with_explain_detail(context: PlanContex
     assert set(detail["timings_ms"]) == {"embed", "search", "total"}
     assert res.explain.startswith("knn k=10 kept=3 t=0.50 lambda=0.50 -> gpt-4-1106-preview")
     assert [f.model_id for f in res.fallbacks] == ["mistralai/Mixtral-8x7B-Instruct-v0.1"]
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_cheap_embedder_runs_on_the_event_loop_and_onnx_in_a_worker_thread(
+    context: PlanContext, inline: bool
+) -> None:
+    # The static embedder's gather costs less than the hand-off to a worker thread.
+    assert StaticEmbedder.inline and not OnnxEmbedder.inline
+    embedder = ThreadNotingEmbedder(inline)
+    await plan(synthetic_scorer(embedder), request(), context)
+    assert (embedder.threads == [threading.get_ident()]) is inline
 
 
 async def test_cost_weight_from_the_request_and_low_confidence_default(
