@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
         "--pca-dims",
         type=_pca_dims,
         default=None,
-        help=f"--static: principal components kept (default 256, at most {MINILM_DIM})",
+        help=f"--static: principal components kept (default 128, at most {MINILM_DIM})",
     )
     export.set_defaults(run=_export_model)
 

@@ -86,7 +86,7 @@ class EmbedderInfo:
     def vector_space(self) -> str:
         """What index vectors must match: the model and how much of a prompt it reads (an
         index embedded from 256 tokens is not searched with 64-token queries); a static table
-        is a space of its own (`…@static256:128`: 256 dims, 128 tokens), never mixed with ONNX
+        is a space of its own (`…@static128:128`: 128 dims, 128 tokens), never mixed with ONNX
         vectors."""
         if self.kind == STATIC_KIND:
             return f"{self.embedding_model}@{STATIC_KIND}{self.dim}:{self.max_seq_length}"

@@ -146,7 +146,7 @@ def test_cli_build_index_and_eval_with_a_static_model_dir(
     args = ("--out", str(out), "--exclude-held-out", "--cache-dir", str(cache))
     assert static.run("build-index", str(static.small), *args) == 0
     manifest = IndexManifest.read(out)
-    assert manifest.embedding_model.endswith("@static256:128") and manifest.dim == 256
+    assert manifest.embedding_model.endswith("@static128:128") and manifest.dim == 128
     assert [p.name for p in cache.iterdir()] == [model_fingerprint(static_model_dir)]
     assert static.run("eval", str(static.small), "--index", str(out), "--held-out") == 0
     assert f"{manifest.count} indexed" in capsys.readouterr().out

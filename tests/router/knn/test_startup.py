@@ -10,6 +10,7 @@ import pytest
 from services.router.health import ModelHealth
 from services.router.knn import KnnPolicy
 from services.router.knn_scorer.embedder import OnnxEmbedder, StaticEmbedder
+from services.router.knn_scorer.export import DEFAULT_PCA_DIMS
 from services.router.knn_scorer.index import IndexManifest
 from services.router.knn_scorer.startup import MODEL_DIR_ENV, open_scorer
 from services.router.resolution import PlanContext
@@ -110,7 +111,7 @@ def test_an_index_of_the_other_embedder_kind_is_rebuilt_or_refused(
     assert static is not None and isinstance(static.embedder, StaticEmbedder)
     manifest = IndexManifest.read(index_dir)
     assert manifest.embedding_model == static.embedder.name != onnx_space
-    assert manifest.dim == static.embedder.dim == 256 and static.examples == 60
+    assert manifest.dim == static.embedder.dim == DEFAULT_PCA_DIMS and static.examples == 60
 
     monkeypatch.setenv(MODEL_DIR_ENV, str(model_dir))
     assert open_scorer(router_settings(knn_index_dir=index_dir)) is None  # refused, not searched

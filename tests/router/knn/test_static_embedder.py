@@ -139,7 +139,8 @@ def test_static_serving_path_imports_neither_onnxruntime_nor_torch(
         from services.router.app import RouterApp
         from services.router.knn_scorer import artifacts, cli, scorer, startup
         from services.router.knn_scorer.embedder import load_embedder
-        assert load_embedder(Path({str(static_model_dir)!r})).embed(["hello"]).shape == (1, 256)
+        vectors = load_embedder(Path({str(static_model_dir)!r})).embed(["hello"])
+        assert vectors.shape == (1, {DEFAULT_PCA_DIMS})
         for module in ("onnxruntime", "torch", "sentence_transformers"):
             assert module not in sys.modules, f"{{module}} imported"
         """
