@@ -30,7 +30,9 @@ class RouterSettings(CommonSettings):
     router_default_upstream: bool = True
     knn_train_path: Path | None = None
     knn_index_dir: Path = Path("./data/knn")
-    knn_model_dir: Path | None = None  # exported ONNX model; unset → `knn-model` beside the index
+    knn_model_dir: Path | None = (
+        None  # exported model (ONNX or static); unset → `knn-model` beside the index
+    )
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     admin_token: str | None = Field(default=None, repr=False)
 

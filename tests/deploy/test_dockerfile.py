@@ -177,7 +177,7 @@ def test_router_ships_encoder_and_index_and_never_downloads(dockerfile: Dockerfi
     assert env["SIGNALBOX_KNN_INDEX_DIR"].rstrip("/") + "/" in targets
     assert env["HF_HUB_OFFLINE"] == "1"
     checks = " ".join(i.args for i in dockerfile.stage("router").all("RUN"))
-    assert "manifest.json" in checks and "index.faiss" in checks and ".onnx" in checks
+    assert "manifest.json" in checks and "index.faiss" in checks and "embedder.json" in checks
 
 
 def test_only_the_router_gets_the_knn_dependencies(dockerfile: Dockerfile) -> None:
