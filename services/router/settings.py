@@ -30,9 +30,8 @@ class RouterSettings(CommonSettings):
     router_default_upstream: bool = True
     knn_train_path: Path | None = None
     knn_index_dir: Path = Path("./data/knn")
-    knn_model_dir: Path | None = (
-        None  # exported model (ONNX or static); unset → `knn-model` beside the index
-    )
+    # an exported model dir, ONNX or static; unset → `knn-model` beside the index
+    knn_model_dir: Path | None = None
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     admin_token: str | None = Field(default=None, repr=False)
 
