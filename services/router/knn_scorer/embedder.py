@@ -185,11 +185,11 @@ class OnnxEmbedder(_ExportedEmbedder):
 class StaticEmbedder(_ExportedEmbedder):
     """Model2Vec-style static embeddings (`export.export_static`): a prompt's vector is the mean
     of its tokens' rows in a table distilled from the same MiniLM, so embedding costs a
-    tokenisation and a gather instead of a transformer run, and the whole prompt (up to the
-    manifest's `max_seq_length`) can be read. Thread-safe: the table is read-only."""
+    tokenisation and a gather instead of a transformer run (of the first `max_seq_length`
+    tokens, 128 by default). Thread-safe: the table is read-only."""
 
-    inline = True  # cheaper than the hand-off to a worker thread (~0.3 ms): the router embeds
-    # on its event loop
+    # Cheaper than the hand-off to a worker thread (~0.3 ms): the router embeds on its event loop.
+    inline = True
 
     def __init__(self, model_dir: Path) -> None:
         super().__init__(model_dir, STATIC_FILE)
