@@ -1,6 +1,6 @@
-"""KNN fixtures: the exported ONNX and static models (each exported once if missing) and real
-prompts, embedded once per session so every test can build small indexes over real MiniLM
-vectors."""
+"""KNN fixtures: the exported ONNX and static models (each exported once, and again when an
+export default changes) and real prompts, embedded once per session so every test can build
+small indexes over real MiniLM vectors."""
 
 from __future__ import annotations
 
@@ -16,8 +16,23 @@ from google.protobuf import struct_pb2
 from services.common.pb import router_pb2
 from services.router.catalog import Catalog, parse_catalog
 from services.router.health import ModelHealth
-from services.router.knn_scorer.embedder import MODEL_MANIFEST, OnnxEmbedder, StaticEmbedder
+from services.router.knn_scorer.embedder import (
+    MODEL_MANIFEST,
+    ONNX_KIND,
+    STATIC_KIND,
+    EmbedderError,
+    EmbedderInfo,
+    OnnxEmbedder,
+    StaticEmbedder,
+)
 from services.router.knn_scorer.embedding_cache import CachingEmbedder
+from services.router.knn_scorer.export import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PCA_DIMS,
+    DEFAULT_STATIC_MAX_TOKENS,
+    export_model,
+    export_static,
+)
 from services.router.knn_scorer.training_data import TrainingSet, load_training_set
 from services.router.resolution import PlanContext
 from services.router.routing_config import load_routing_config
@@ -29,14 +44,28 @@ REPO = Path(__file__).resolve().parents[3]
 SUBSET_EVERY = 40  # ~300 real prompts, every 40th line of the reference file
 
 
+def _exported_with_defaults(path: Path, kind: str, tokens: int, dim: int | None = None) -> bool:
+    """Whether `path` holds an export made with today's defaults: a changed default (token
+    limit, dimensions) re-exports the gitignored dir instead of testing a stale one."""
+    try:
+        info = EmbedderInfo.read(path)
+    except EmbedderError:
+        return False
+    return info.kind == kind and info.max_seq_length == tokens and dim in (None, info.dim)
+
+
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """`SIGNALBOX_KNN_MODEL_DIR`, else `build/knn-model` (gitignored); exported on first use,
-    so a clean clone pays the export (~15 s of CPU) once and later runs reuse it."""
-    path = Path(os.environ.get("SIGNALBOX_KNN_MODEL_DIR", REPO / "build" / "knn-model"))
-    if not (path / MODEL_MANIFEST).is_file():
-        from services.router.knn_scorer.export import export_model
-
+    """`SIGNALBOX_KNN_MODEL_DIR` as given, else `build/knn-model` (gitignored), exported when
+    missing or stale, so a clean clone pays the export (~15 s of CPU) once."""
+    given = os.environ.get("SIGNALBOX_KNN_MODEL_DIR")
+    if given:  # the caller's own export, used as it is
+        path = Path(given)
+        current = (path / MODEL_MANIFEST).is_file()
+    else:
+        path = REPO / "build" / "knn-model"
+        current = _exported_with_defaults(path, ONNX_KIND, DEFAULT_MAX_TOKENS)
+    if not current:
         export_model(path)
     return path
 
@@ -48,12 +77,10 @@ def embedder(model_dir: Path) -> OnnxEmbedder:
 
 @pytest.fixture(scope="session")
 def static_model_dir() -> Path:
-    """`build/knn-model-static` (gitignored, beside the ONNX export); distilled on first use
-    (~40-80 s of CPU for the whole vocabulary), so later sessions reuse it."""
+    """`build/knn-model-static` (gitignored, beside the ONNX export); distilled when missing or
+    stale (~40-80 s of CPU for the whole vocabulary), so later sessions reuse it."""
     path = REPO / "build" / "knn-model-static"
-    if not (path / MODEL_MANIFEST).is_file():
-        from services.router.knn_scorer.export import export_static
-
+    if not _exported_with_defaults(path, STATIC_KIND, DEFAULT_STATIC_MAX_TOKENS, DEFAULT_PCA_DIMS):
         export_static(path)
     return path
 
